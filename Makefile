@@ -1,0 +1,43 @@
+# Metamer Lab. `make run` serves the demo; `make test` runs the whole suite.
+# Both bootstrap .venv on first use. The CPU build torch==2.13.0 is installed before the project
+# so that the project's looser `torch>=2.4` requirement never pulls a multi-GB CUDA build.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.13.0
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: run test bench chromium clean-venv demo-banks
+
+$(VENV)/.app: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.full: $(VENV)/.app pyproject.toml
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e '.[synthesis,speech,dev]'
+	touch $@
+
+run: $(VENV)/.app
+	$(BIN)/metamers demo --host $(HOST) --port $(PORT)
+
+# Browser tests need Chromium from Debian's packages; install it when missing (CI does too).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { echo "Installing Chromium for the browser tests..."; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	    (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); }
+
+test: $(VENV)/.full chromium
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.full
+	$(BIN)/python -m benchmarks
+
+clean-venv:
+	rm -rf $(VENV)

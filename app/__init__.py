@@ -1,0 +1,1 @@
+"""Metamer Lab web app: participant pages, JSON API, admin panel and exports. Never imports torch."""
