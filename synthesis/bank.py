@@ -40,6 +40,8 @@ MANIFEST = "manifest.json"
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/+-]{0,199}$")]
+# Model and layer names appear in condition keys "model/layer", so they cannot hold "/".
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,199}$")]
 StimulusKind = Literal["natural", "metamer", "catch", "practice"]
 
 
@@ -105,9 +107,9 @@ class InputSpec(_Strict):
 class ModelInfo(_Strict):
     """A model whose layers the bank's metamers match. ``layers`` are in depth order."""
 
-    name: Ident
+    name: Name
     checkpoint_sha256: Sha256
-    layers: Annotated[list[Ident], Field(min_length=1)]
+    layers: Annotated[list[Name], Field(min_length=1)]
     input: InputSpec
     description: str = ""
     # Settings of a front end that is part of the model (e.g. the cochleagram), recorded for provenance.
@@ -163,8 +165,8 @@ class Stimulus(_Strict):
     label: str
     file: str
     sha256: Sha256
-    model: Ident | None = None
-    layer: Ident | None = None
+    model: Name | None = None
+    layer: Name | None = None
     layer_index: Annotated[int, Field(ge=0)] | None = None
     metrics: Metrics | None = None
     passed: bool | None = None

@@ -1,0 +1,151 @@
+"""The FastAPI application factory.
+
+Processes are stateless: everything a request needs is in the database or the media store, so
+any number of uvicorn workers (on any number of machines) can serve the same study.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.db import check_migrated, make_engine, make_sessionmaker
+from app.deps import Runtime
+from app.security import SECURITY_HEADERS
+from app.settings import Settings, get_settings
+from app.store import MediaStore
+from app.templating import STATIC_DIR
+
+log = logging.getLogger("metamers")
+
+
+class BodyLimit:
+    """Reject request bodies over ``limit`` bytes with 413, before they are buffered.
+
+    Applies to the JSON API; uploads (admin) have their own, larger, streamed limit.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, prefix: str = "/api/") -> None:
+        self.app = app
+        self.limit = limit
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.limit
+                except ValueError:
+                    too_big = True
+                if too_big:
+                    await self._reject(send)
+                    return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return msg
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        body = b'{"detail":"request body too large"}'
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                present = {k for k, _ in msg.get("headers", [])}
+                msg["headers"] = list(msg.get("headers", [])) + [h for h in self.headers if h[0] not in present]
+            await send(msg)
+
+        await self.app(scope, receive, with_headers)
+
+
+def create_app(settings: Settings | None = None, *, check_schema: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+    engine = make_engine(settings)
+    if check_schema:
+        check_migrated(engine)  # NotMigratedError with a clear message
+    rt = Runtime(
+        settings=settings,
+        sessions=make_sessionmaker(engine),
+        store=MediaStore(settings.media_dir),
+        secret_key=settings.resolved_secret_key(),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="Metamer Lab",
+        version="0.1.0",
+        description="Participant JSON API of Metamer Lab (the admin panel is HTML under /admin).",
+        lifespan=lifespan,
+    )
+    app.state.runtime = rt
+    app.state.engine = engine
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+            problems.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+        return JSONResponse(status_code=422, content={"detail": "; ".join(problems) or "invalid request", "errors": problems})
+
+    from app.routes import api, media, participant
+
+    app.include_router(participant.router)
+    app.include_router(api.router)
+    app.include_router(media.router)
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict[str, Any]:
+        import sqlalchemy as sa
+
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        return {"ok": True}
+
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    app.add_middleware(BodyLimit, limit=settings.max_api_body_bytes)
+    app.add_middleware(SecurityHeaders)
+    return app
+

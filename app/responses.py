@@ -1,0 +1,234 @@
+"""Saving answers, the practice gate, completion, and the participant's progress state.
+
+Saving is idempotent and insert-only. The unique constraint on (participant, trial index) decides
+races: the first insert wins; a retry with the same payload (same sha256) is answered as saved;
+a *different* payload for an answered trial is a conflict (HTTP 409) and changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.experiments import ExperimentContext
+from app.models import Participant, Response, Trial, utcnow
+from app.participants import end_session, touch
+from app.recruitment import completion_target
+
+Short = Annotated[str, Field(max_length=200)]
+
+
+class ClientEvent(BaseModel):
+    """Something that happened in the page during a trial, e.g. the window lost focus."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")]
+    t: Annotated[float, Field(ge=-1e7, le=1e13)]  # ms, performance.now() of the page
+    detail: Short | None = None
+
+
+class ResponseIn(BaseModel):
+    """One answer, as the runner posts it. Times from the client are ms."""
+
+    model_config = ConfigDict(extra="forbid")
+    trial_index: Annotated[int, Field(ge=0, le=100_000)]
+    answer: Annotated[str, Field(min_length=1, max_length=200)]
+    rt_ms: Annotated[float, Field(ge=0, le=1e8)] | None = None
+    # Client wall-clock times (ms since the Unix epoch).
+    shown_at: Annotated[float, Field(ge=0, le=1e14)] | None = None
+    responded_at: Annotated[float, Field(ge=0, le=1e14)] | None = None
+    # Measured on-screen durations, e.g. fixation_ms, stimulus_ms, mask_ms, audio_ms.
+    durations: Annotated[dict[Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")], Annotated[float, Field(ge=0, le=1e8)]], Field(max_length=16)] | None = None
+    events: Annotated[list[ClientEvent], Field(max_length=500)] | None = None
+    client: Annotated[dict[Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")], float | int | bool | Short | None], Field(max_length=32)] | None = None
+
+    @field_validator("answer")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("answer is empty")
+        return v
+
+    def payload_sha256(self) -> str:
+        canon = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canon.encode()).hexdigest()
+
+
+class SaveError(Exception):
+    """A response that cannot be saved. ``status`` is the HTTP status; ``message`` says why."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+
+@dataclass
+class SaveResult:
+    duplicate: bool
+    correct: bool | None  # only revealed for practice trials with feedback
+    stage: str
+    ended: dict[str, Any] | None
+
+
+def _epoch_ms(v: float | None) -> dt.datetime | None:
+    if v is None:
+        return None
+    return dt.datetime.fromtimestamp(v / 1000.0, tz=dt.timezone.utc)
+
+
+def allowed_answers(ctx: ExperimentContext) -> set[str]:
+    return {c["id"] for c in ctx.categories}
+
+
+def gate_status(session: Session, p: Participant, ctx: ExperimentContext) -> Literal["passed", "failed", "pending"]:
+    n = ctx.spec.gate.trials
+    if n == 0:
+        return "passed"
+    rows = session.execute(
+        sa.select(Response.correct).join(Trial, Trial.id == Response.trial_id).where(Response.participant_id == p.id, Trial.phase == "gate")
+    ).all()
+    if len(rows) < n:
+        return "pending"
+    return "passed" if sum(1 for (c,) in rows if c) >= ctx.spec.gate.min_correct else "failed"
+
+
+def save_response(session: Session, p: Participant, ctx: ExperimentContext, data: ResponseIn) -> SaveResult:
+    """Store one answer (or recognize a retry). Raises SaveError for anything that must not be stored."""
+    digest = data.payload_sha256()
+    existing = session.scalar(sa.select(Response).where(Response.participant_id == p.id, Response.trial_index == data.trial_index))
+    if existing is not None:
+        return _repeat(session, p, ctx, existing, digest)
+    if p.status != "started":
+        raise SaveError(409, f"this session has ended ({p.status.replace('_', ' ')}); no more answers are accepted")
+    trial = session.scalar(sa.select(Trial).where(Trial.participant_id == p.id, Trial.index == data.trial_index))
+    if trial is None:
+        raise SaveError(422, f"trial_index {data.trial_index} is not one of your trials")
+    if trial.phase in ("main", "catch") and ctx.spec.gate.trials and gate_status(session, p, ctx) != "passed":
+        raise SaveError(409, "the practice gate has not been passed yet")
+    if data.answer not in allowed_answers(ctx):
+        raise SaveError(422, f"answer {data.answer[:50]!r} is not one of the response options")
+    correct = data.answer == trial.label
+    row = Response(
+        participant_id=p.id,
+        trial_id=trial.id,
+        trial_index=trial.index,
+        answer=data.answer,
+        correct=correct,
+        rt_ms=data.rt_ms,
+        shown_at=_epoch_ms(data.shown_at),
+        responded_at=_epoch_ms(data.responded_at),
+        received_at=utcnow(),
+        durations=data.durations,
+        events=[e.model_dump(exclude_none=True) for e in data.events] if data.events else None,
+        client=data.client,
+        payload_sha256=digest,
+    )
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        # Another request (a second tab, a retry racing the first try) stored this trial first.
+        existing = session.scalar(sa.select(Response).where(Response.participant_id == p.id, Response.trial_index == data.trial_index))
+        if existing is None:
+            raise
+        return _repeat(session, p, ctx, existing, digest)
+    touch(p)
+    ended = None
+    if trial.phase == "gate" and gate_status(session, p, ctx) == "failed":
+        end_session(p, "screened_out", "screened_out", "failed the practice gate")
+        ended = ended_info(p, ctx)
+    reveal = trial.phase == "practice" and ctx.spec.practice.feedback
+    return SaveResult(duplicate=False, correct=correct if reveal else None, stage=stage_of(session, p, ctx), ended=ended)
+
+
+def _repeat(session: Session, p: Participant, ctx: ExperimentContext, existing: Response, digest: str) -> SaveResult:
+    if existing.payload_sha256 != digest:
+        raise SaveError(409, f"trial {existing.trial_index} was already answered with a different response; the first answer is kept")
+    trial = session.get(Trial, existing.trial_id)
+    reveal = trial is not None and trial.phase == "practice" and ctx.spec.practice.feedback
+    ended = ended_info(p, ctx) if p.status != "started" else None
+    return SaveResult(duplicate=True, correct=existing.correct if reveal else None, stage=stage_of(session, p, ctx), ended=ended)
+
+
+def headphone_pending(p: Participant, ctx: ExperimentContext) -> bool:
+    return ctx.spec.headphone.check != "none" and p.headphone_passed is None
+
+
+def answered_indices(session: Session, p: Participant) -> list[int]:
+    return list(session.scalars(sa.select(Response.trial_index).where(Response.participant_id == p.id).order_by(Response.trial_index)))
+
+
+def stage_of(session: Session, p: Participant, ctx: ExperimentContext, answered: list[int] | None = None) -> str:
+    """Where the participant is: consent | instructions | headphone | practice | gate | main | debrief | ended.
+
+    Derived from stored facts only, so a reload (or another tab) always lands in the same place.
+    """
+    if p.status != "started":
+        return "ended"
+    hp = ctx.spec.headphone
+    if p.consent_at is None:
+        return "consent"
+    if hp.position == "before_instructions" and headphone_pending(p, ctx):
+        return "headphone"
+    if p.instructions_at is None:
+        return "instructions"
+    if hp.position == "before_practice" and headphone_pending(p, ctx):
+        return "headphone"
+    done = set(answered if answered is not None else answered_indices(session, p))
+    phases = session.execute(sa.select(Trial.index, Trial.phase).where(Trial.participant_id == p.id).order_by(Trial.index)).all()
+    for index, phase in phases:
+        if index not in done:
+            if phase in ("main", "catch"):
+                if hp.position == "before_main" and headphone_pending(p, ctx):
+                    return "headphone"
+                return "main"
+            return phase
+    return "debrief"
+
+
+def ended_info(p: Participant, ctx: ExperimentContext) -> dict[str, Any]:
+    outcome = p.outcome or ("completed" if p.status == "completed" else p.status)
+    info: dict[str, Any] = {"status": p.status, "outcome": outcome}
+    if p.status in ("completed", "screened_out"):
+        info["target"] = completion_target(
+            ctx.spec, outcome, platform=p.platform, assignment_id=p.assignment_id, turk_submit_to=p.turk_submit_to
+        )
+    return info
+
+
+def complete(session: Session, p: Participant, ctx: ExperimentContext) -> dict[str, Any]:
+    """Finish the session once every trial is answered; idempotent. Raises SaveError otherwise."""
+    if p.status in ("completed", "screened_out"):
+        return ended_info(p, ctx)
+    if p.status != "started":
+        raise SaveError(409, f"this session has ended ({p.status})")
+    if stage_of(session, p, ctx) not in ("debrief",):
+        total = session.scalar(sa.select(sa.func.count()).select_from(Trial).where(Trial.participant_id == p.id)) or 0
+        answered = answered_indices(session, p)
+        missing = sorted(set(range(total)) - set(answered))
+        raise SaveError(409, f"{len(missing)} trial(s) are not answered yet", missing=missing[:50])
+    outcome = "completed"
+    min_catch = ctx.spec.catch.min_correct
+    if min_catch is not None:
+        n_ok = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Response)
+            .join(Trial, Trial.id == Response.trial_id)
+            .where(Response.participant_id == p.id, Trial.phase == "catch", Response.correct.is_(True))
+        ) or 0
+        if n_ok < min_catch:
+            outcome = "failed_attention"
+    end_session(p, "completed", outcome)
+    return ended_info(p, ctx)

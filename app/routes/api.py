@@ -1,0 +1,294 @@
+"""The participant JSON API used by the runner page. Authenticated by the participant's bearer token."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from app.deps import current_participant, db
+from app.experiments import ExperimentContext, context_for
+from app.models import Experiment, Participant, ParticipantEvent, Stimulus, Trial, utcnow
+from app.participants import touch
+from app.responses import (
+    ClientEvent,
+    ResponseIn,
+    SaveError,
+    answered_indices,
+    complete,
+    ended_info,
+    save_response,
+    stage_of,
+)
+from app.templating import markdown
+
+router = APIRouter(prefix="/api", tags=["participant"])
+
+Stage = Literal["consent", "instructions", "headphone", "practice", "gate", "main", "debrief", "ended"]
+
+
+class CategoryOut(BaseModel):
+    id: str
+    label: str
+    icon: str | None = None
+
+
+class TrialOut(BaseModel):
+    index: int
+    phase: Literal["practice", "gate", "main", "catch"]
+    block: int
+    media: str
+    # Only practice trials with feedback reveal their answer.
+    answer: str | None = None
+
+
+class ExperimentOut(BaseModel):
+    slug: str
+    title: str
+    modality: Literal["image", "audio"]
+    response: dict[str, Any]
+    categories: list[CategoryOut]
+    timing: dict[str, int]
+    image_px: int
+    practice_timing: dict[str, int]
+    practice_feedback: bool
+    play_once: bool
+    breaks: int
+    gate: dict[str, int]
+    headphone: dict[str, Any]
+    texts: dict[str, str]
+    estimated_minutes: int | None = None
+    allow_mobile: bool
+
+
+class EndedOut(BaseModel):
+    status: str
+    outcome: str
+    target: dict[str, Any] | None = None
+
+
+class SessionOut(BaseModel):
+    participant: str
+    status: str
+    stage: Stage
+    experiment: ExperimentOut
+    trials: list[TrialOut]
+    answered: list[int]
+    ended: EndedOut | None = None
+
+
+class BrowserInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    screen_width: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    screen_height: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    window_width: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    window_height: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    device_pixel_ratio: Annotated[float, Field(ge=0, le=100)] | None = None
+    frame_ms: Annotated[float, Field(ge=0, le=1000)] | None = None  # measured display frame interval
+    language: Annotated[str, Field(max_length=64)] | None = None
+    timezone: Annotated[str, Field(max_length=64)] | None = None
+    touch: bool | None = None
+
+
+class ConsentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    agree: Literal[True]
+    browser: BrowserInfo | None = None
+
+
+class StageOut(BaseModel):
+    stage: Stage
+
+
+class SaveOut(BaseModel):
+    saved: Literal[True] = True
+    duplicate: bool
+    correct: bool | None = None
+    stage: Stage
+    ended: EndedOut | None = None
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Annotated[str, Field(pattern=r"^[a-z_]{1,40}$")]
+    trial_index: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    detail: Annotated[str, Field(max_length=500)] | None = None
+    events: Annotated[list[ClientEvent], Field(max_length=100)] | None = None
+
+
+class EventsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    events: Annotated[list[EventIn], Field(min_length=1, max_length=50)]
+
+
+class ErrorOut(BaseModel):
+    detail: str
+    missing: list[int] | None = None
+
+
+def media_url(sha: str, ext: str) -> str:
+    return f"/media/{sha}{ext}"
+
+
+def _context(session: Session, p: Participant) -> ExperimentContext:
+    exp = session.get(Experiment, p.experiment_id)
+    assert exp is not None
+    return context_for(session, exp)
+
+
+def experiment_out(exp_slug: str, ctx: ExperimentContext) -> ExperimentOut:
+    spec = ctx.spec
+    cats = []
+    for c in ctx.categories:
+        icon = media_url(c["icon_sha256"], ".png") if c.get("icon_sha256") else None
+        cats.append(CategoryOut(id=c["id"], label=c["label"], icon=icon))
+    return ExperimentOut(
+        slug=exp_slug,
+        title=spec.title,
+        modality=ctx.modality,  # type: ignore[arg-type]
+        response=spec.response.model_dump(),
+        categories=cats,
+        timing=spec.timing.model_dump(),
+        image_px=spec.image_px,
+        practice_timing=spec.practice.timing.model_dump(),
+        practice_feedback=spec.practice.feedback,
+        play_once=spec.audio.play_once,
+        breaks=spec.breaks,
+        gate=spec.gate.model_dump(exclude_none=True),
+        headphone=spec.headphone.model_dump(),
+        texts={k: str(markdown(v)) for k, v in spec.texts.model_dump().items()},
+        estimated_minutes=spec.estimated_minutes,
+        allow_mobile=spec.allow_mobile,
+    )
+
+
+def _error(exc: SaveError) -> JSONResponse:
+    return JSONResponse(status_code=exc.status, content={"detail": exc.message, **exc.extra})
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "missing or unknown participant token"},
+    409: {"model": ErrorOut, "description": "conflicts with what is stored (nothing was changed)"},
+}
+
+
+@router.get("/session", response_model=SessionOut, responses=ERRORS)
+def get_session(p: Participant = Depends(current_participant), session: Session = Depends(db)) -> SessionOut:
+    """Everything the runner needs to show the participant's next screen, also after a reload."""
+    exp = session.get(Experiment, p.experiment_id)
+    assert exp is not None
+    ctx = context_for(session, exp)
+    rows = session.execute(
+        sa.select(Trial.index, Trial.phase, Trial.block, Trial.label, Stimulus.media_sha256, Stimulus.media_ext)
+        .join(Stimulus, Stimulus.id == Trial.stimulus_id)
+        .where(Trial.participant_id == p.id)
+        .order_by(Trial.index)
+    ).all()
+    feedback = ctx.spec.practice.feedback
+    trials = [
+        TrialOut(index=i, phase=ph, block=b, media=media_url(sha, ext), answer=label if (ph == "practice" and feedback) else None)
+        for i, ph, b, label, sha, ext in rows
+    ]
+    answered = answered_indices(session, p)
+    if p.status == "started":
+        touch(p)
+        session.commit()
+    ended = ended_info(p, ctx) if p.status != "started" else None
+    return SessionOut(
+        participant=p.public_id,
+        status=p.status,
+        stage=stage_of(session, p, ctx, answered),  # type: ignore[arg-type]
+        experiment=experiment_out(exp.slug, ctx),
+        trials=trials,
+        answered=answered,
+        ended=EndedOut(**ended) if ended else None,
+    )
+
+
+def _require_started(p: Participant) -> None:
+    if p.status != "started":
+        raise SaveError(409, f"this session has ended ({p.status.replace('_', ' ')})")
+
+
+@router.post("/session/consent", response_model=StageOut, responses=ERRORS)
+def give_consent(body: ConsentIn, p: Participant = Depends(current_participant), session: Session = Depends(db)) -> Any:
+    """Record consent (once; repeating it is harmless) and the browser's properties."""
+    try:
+        _require_started(p)
+    except SaveError as exc:
+        return _error(exc)
+    if p.consent_at is None:
+        p.consent_at = utcnow()
+        p.browser = body.browser.model_dump(exclude_none=True) if body.browser else None
+    touch(p)
+    session.commit()
+    return StageOut(stage=stage_of(session, p, _context(session, p)))  # type: ignore[arg-type]
+
+
+@router.post("/session/instructions", response_model=StageOut, responses=ERRORS)
+def finish_instructions(p: Participant = Depends(current_participant), session: Session = Depends(db)) -> Any:
+    """Mark the instructions as read, so a reload does not show them again."""
+    try:
+        _require_started(p)
+        if p.consent_at is None:
+            raise SaveError(409, "consent has not been given yet")
+    except SaveError as exc:
+        return _error(exc)
+    if p.instructions_at is None:
+        p.instructions_at = utcnow()
+    touch(p)
+    session.commit()
+    return StageOut(stage=stage_of(session, p, _context(session, p)))  # type: ignore[arg-type]
+
+
+@router.post(
+    "/session/responses",
+    response_model=SaveOut,
+    status_code=201,
+    responses={**ERRORS, 200: {"model": SaveOut, "description": "an identical retry of a stored response"}, 422: {"model": ErrorOut}},
+)
+def post_response(body: ResponseIn, p: Participant = Depends(current_participant), session: Session = Depends(db)) -> Any:
+    """Save one answer as it happens. Idempotent: an identical retry returns 200 and changes nothing;
+    a different answer to an answered trial returns 409 and changes nothing."""
+    ctx = _context(session, p)
+    try:
+        result = save_response(session, p, ctx, body)
+        session.commit()
+    except SaveError as exc:
+        session.rollback()
+        return _error(exc)
+    out = SaveOut(duplicate=result.duplicate, correct=result.correct, stage=result.stage, ended=EndedOut(**result.ended) if result.ended else None)  # type: ignore[arg-type]
+    return JSONResponse(status_code=200 if result.duplicate else 201, content=out.model_dump())
+
+
+@router.post("/session/complete", response_model=EndedOut, responses=ERRORS)
+def post_complete(p: Participant = Depends(current_participant), session: Session = Depends(db)) -> Any:
+    """Finish the session when every answer is stored; returns where the browser should go."""
+    try:
+        info = complete(session, p, _context(session, p))
+        session.commit()
+    except SaveError as exc:
+        session.rollback()
+        return _error(exc)
+    return EndedOut(**info)
+
+
+@router.post("/session/events", responses=ERRORS)
+def post_events(body: EventsIn, p: Participant = Depends(current_participant), session: Session = Depends(db)) -> dict[str, int]:
+    """Store browser reports that are not answers, e.g. a stimulus that failed to load."""
+    for e in body.events:
+        session.add(
+            ParticipantEvent(
+                participant_id=p.id,
+                kind=e.kind,
+                trial_index=e.trial_index,
+                data={"detail": e.detail, "events": [x.model_dump() for x in e.events or []]},
+            )
+        )
+    touch(p)
+    session.commit()
+    return {"stored": len(body.events)}
