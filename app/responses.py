@@ -170,6 +170,24 @@ def answered_indices(session: Session, p: Participant) -> list[int]:
     return list(session.scalars(sa.select(Response.trial_index).where(Response.participant_id == p.id).order_by(Response.trial_index)))
 
 
+def next_unanswered_phase(session: Session, p: Participant, answered: list[int] | None = None) -> str | None:
+    """Phase of the participant's first unanswered trial (None when all are answered); one query."""
+    if answered is not None:
+        done = set(answered)
+        for index, phase in session.execute(sa.select(Trial.index, Trial.phase).where(Trial.participant_id == p.id).order_by(Trial.index)):
+            if index not in done:
+                return str(phase)
+        return None
+    missing = (
+        sa.select(Trial.phase)
+        .outerjoin(Response, sa.and_(Response.participant_id == Trial.participant_id, Response.trial_index == Trial.index))
+        .where(Trial.participant_id == p.id, Response.id.is_(None))
+        .order_by(Trial.index)
+        .limit(1)
+    )
+    return session.scalar(missing)
+
+
 def stage_of(session: Session, p: Participant, ctx: ExperimentContext, answered: list[int] | None = None) -> str:
     """Where the participant is: consent | instructions | headphone | practice | gate | main | debrief | ended.
 
@@ -186,16 +204,14 @@ def stage_of(session: Session, p: Participant, ctx: ExperimentContext, answered:
         return "instructions"
     if hp.position == "before_practice" and headphone_pending(p, ctx):
         return "headphone"
-    done = set(answered if answered is not None else answered_indices(session, p))
-    phases = session.execute(sa.select(Trial.index, Trial.phase).where(Trial.participant_id == p.id).order_by(Trial.index)).all()
-    for index, phase in phases:
-        if index not in done:
-            if phase in ("main", "catch"):
-                if hp.position == "before_main" and headphone_pending(p, ctx):
-                    return "headphone"
-                return "main"
-            return phase
-    return "debrief"
+    phase = next_unanswered_phase(session, p, answered)
+    if phase is None:
+        return "debrief"
+    if phase in ("main", "catch"):
+        if hp.position == "before_main" and headphone_pending(p, ctx):
+            return "headphone"
+        return "main"
+    return phase
 
 
 def ended_info(p: Participant, ctx: ExperimentContext) -> dict[str, Any]:
