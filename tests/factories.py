@@ -53,10 +53,12 @@ def make_bank(
     catch_per_label: int = 1,
     icons: bool = True,
     name: str = "test-bank",
+    seed: int = 0,
 ) -> Path:
     """Write a complete bank folder and return it.
 
     ``failed`` names (source index, layer) pairs whose metamer fails its validity check.
+    ``seed`` offsets the media content, so two banks with different seeds share no files.
     Sources are ``src-000``, ``src-001``… with labels cycling through ``labels``.
     """
     labels = labels or (DIGITS[:4] if modality == "image" else WORDS)
@@ -83,7 +85,7 @@ def make_bank(
     cats = []
     for i, lab in enumerate(labels):
         if icons and modality == "image":
-            data = _image(10_000 + i)
+            data = _image(10_000 + seed + i)
             sha = writer.write_file(f"icons/{lab}.png", data)
             cats.append(Category(id=lab, label=f"Label {lab}", icon=f"icons/{lab}.png", icon_sha256=sha))
         else:
@@ -91,7 +93,6 @@ def make_bank(
     writer.categories = cats
     for j, layer in enumerate(layers):
         writer.set_null(model, layer, NullSummary(n_pairs=100, spearman=_quantiles(0.5), pearson=_quantiles(0.5), snr_db=_quantiles(3.0)))
-    seed = 0
     n_sources = sources_per_label * len(labels)
     for s in range(n_sources):
         lab = labels[s % len(labels)]
