@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,7 @@ TOUCH_INTERVAL_S = 30
 @dataclass
 class Entry:
     """The outcome of an arrival at ``/e/{slug}``. ``kind``: run | preview | blocked | full |
-    not_open | paused | closed | ended. ``token`` is set for run and ended."""
+    not_open | paused | closed | ended | rate_limited. ``token`` is set for run and ended."""
 
     kind: str
     participant: Participant | None = None
@@ -133,8 +134,13 @@ def enter(
     secret_key: str,
     user_agent: str | None = None,
     existing: Participant | None = None,
+    may_create: Callable[[], bool] | None = None,
 ) -> Entry:
-    """Create or resume the participant for an arrival. Commits what it creates."""
+    """Create or resume the participant for an arrival. Commits what it creates.
+
+    ``may_create`` is asked (once, in this session's transaction) before a *new* participant is
+    created, e.g. a per-address rate limit; resuming never asks it. False gives ``rate_limited``.
+    """
     if exp.status == "draft":
         return Entry("not_open")
     if arrival.is_preview:
@@ -155,6 +161,9 @@ def enter(
             return Entry("blocked", latest)
     if exp.status in ("paused", "closed"):
         return Entry(exp.status)
+    if may_create is not None and not may_create():
+        session.commit()
+        return Entry("rate_limited")
     attempt = (previous[-1].attempt + 1) if previous else 1
     sweep_abandoned(session, exp, spec.abandon_after_minutes)
     session.commit()

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     secure_cookies: bool = False
     db_pool_size: int = 10
     db_max_overflow: int = 20
+    # New participants per client IP per window (0 = no limit). Generous: a lab, a school or a
+    # campus NAT can put many real participants behind one address. Resuming is never limited.
+    participant_rate_limit: int = 300
+    participant_rate_window_s: int = 3600
 
     @field_validator("base_url")
     @classmethod

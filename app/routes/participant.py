@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
+from app import ratelimit
 from app.deps import Runtime, db, runtime
 from app.experiments import spec_of
 from app.models import Experiment
@@ -26,6 +27,7 @@ MESSAGES = {
     "closed": ("Study closed", "This study is closed and no longer takes participants. Thank you for your interest."),
     "full": ("Study full", "This study has all the participants it needs. Please return the study on the recruitment site; thank you for your interest."),
     "blocked": ("Already taken part", "Our records show you have already taken part in this study, which can be done only once. Thank you!"),
+    "rate_limited": ("Too many new sessions", "Too many new sessions were started from your network in a short time. Please wait a while and open the study link again."),
     "mobile": ("Computer needed", "This study needs a desktop or laptop computer with a keyboard and mouse. It cannot run on phones or tablets. Please open the link on a computer."),
 }
 
@@ -60,7 +62,14 @@ def study_link(slug: str, request: Request, session: Session = Depends(db), rt: 
         existing = authenticate(session, request.cookies.get(_cookie_name(exp), ""))
         if existing is not None and existing.experiment_id != exp.id:
             existing = None
-    entry = enter(session, exp, arrival, secret_key=rt.secret_key, user_agent=ua, existing=existing)
+    settings = rt.settings
+    ip = request.client.host if request.client else "unknown"
+
+    def may_create() -> bool:
+        # Per client address, shared by all processes through the database (app.ratelimit).
+        return ratelimit.hit(session, f"participant-ip:{ip}", limit=settings.participant_rate_limit, window_s=settings.participant_rate_window_s)
+
+    entry = enter(session, exp, arrival, secret_key=rt.secret_key, user_agent=ua, existing=existing, may_create=may_create)
     if entry.kind in ("run", "ended"):
         resp = RedirectResponse(f"/e/{slug}/run#t={entry.token}", status_code=303)
         if arrival.platform == "none" and entry.token:
@@ -68,6 +77,10 @@ def study_link(slug: str, request: Request, session: Session = Depends(db), rt: 
                 _cookie_name(exp), entry.token, max_age=30 * 24 * 3600, httponly=True, samesite="lax",
                 secure=rt.settings.secure_cookies, path=f"/e/{slug}",
             )
+        return resp
+    if entry.kind == "rate_limited":
+        resp = message_page(request, "rate_limited", 429)
+        resp.headers["Retry-After"] = str(ratelimit.seconds_left(settings.participant_rate_window_s))
         return resp
     return message_page(request, entry.kind, 200 if entry.kind in ("blocked", "full") else 403 if entry.kind == "closed" else 200)
 
