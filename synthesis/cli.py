@@ -40,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (overrides the plan)")
     p.add_argument("--diagnostics", action="store_true", default=None, help="write loss curves and side-by-side figures")
     p.add_argument("--max-jobs", type=int, help="stop after this many jobs (0: only naturals and null); rerun to go on")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (small models run fastest with 1-2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (batch systems)")
     p.set_defaults(func=_run)
 
@@ -141,9 +142,13 @@ def _check(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     try:
+        import torch
+
         from synthesis.plan import parse_shard
         from synthesis.run import run_plan
 
+        if args.threads:
+            torch.set_num_threads(args.threads)
         summary = run_plan(args.plan, args.out, shard=parse_shard(args.shard) if args.shard else None, device=args.device,
                            show_progress=not args.no_progress, diagnostics=args.diagnostics, max_jobs=args.max_jobs)
     except _input_errors() as exc:

@@ -394,10 +394,15 @@ def run_plan(
     total_metamers = sum(len(j.metamer_ids()) for j in pending)
     from tqdm.auto import tqdm
 
-    overall = tqdm(total=total_metamers, desc="metamers", unit="metamer", disable=not show_progress, position=0, dynamic_ncols=True)
+    # On a terminal: a bar for the whole run (metamers, with ETA) and one per job (steps). In a log
+    # file, only the run's bar, updated rarely, so that logs stay readable.
+    tty = sys.stderr.isatty()
+    overall = tqdm(total=total_metamers, desc="metamers", unit="metamer", disable=not show_progress, position=0, dynamic_ncols=True,
+                   mininterval=0.5 if tty else 30.0)
     try:
         for job in pending:
-            bar = tqdm(total=p.settings.max_steps, desc=job.id, unit="step", leave=False, disable=not show_progress, position=1, dynamic_ncols=True)
+            bar = tqdm(total=p.settings.max_steps, desc=job.id, unit="step", leave=False, disable=not (show_progress and tty), position=1,
+                       dynamic_ncols=True, mininterval=0.2)
 
             def tick(n: int, active: int, loss: float, bar: Any = bar) -> None:
                 bar.update(n)
@@ -409,6 +414,8 @@ def run_plan(
                 bar.close()
             w.save()
             overall.update(len(job.metamer_ids()))
+            if not tty and show_progress:
+                say(f"finished {job.id} ({overall.n}/{total_metamers} metamers, {time.perf_counter() - t0:.0f} s)")
     finally:
         overall.close()
     rates = criteria.pass_rates([(s.model or "", s.layer or "", bool(s.passed)) for s in w.stimuli.values() if s.kind == "metamer"])

@@ -86,7 +86,7 @@ def write_sources(folder: Path, per_class: int = 2, seed: int = 1) -> Path:
     return folder
 
 
-def write_plan(path: Path, *, layers: tuple[str, ...] = ("relu1", "relu2", "fc"), round_steps: int = 15, batch_size: int = 2,
+def write_plan(path: Path, *, layers: tuple[str, ...] = ("relu1", "relu2", "fc"), round_steps: int = 15, batch_size: int = 3,
                extra: str = "") -> Path:
     path.write_text(
         f"""
