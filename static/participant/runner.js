@@ -94,6 +94,9 @@ class Runner {
 
   async run() {
     await this.loadState();
+    // Answers left in this browser by an earlier visit (a reload, a crash) are sent right away,
+    // not only when the next answer is queued.
+    if (this.outbox.size()) this.outbox.poke();
     if (!browserSupported(this.exp.modality)) {
       screen("unsupported", el("h1", {}, "Browser not supported"), el("p", {}, "Please use a recent version of Chrome, Firefox, Edge or Safari on a computer."));
       return;
