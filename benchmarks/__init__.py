@@ -1,0 +1,1 @@
+"""Side-by-side performance measurements (``make bench`` runs ``python -m benchmarks``)."""

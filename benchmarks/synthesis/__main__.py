@@ -1,0 +1,5 @@
+import sys
+
+from benchmarks.synthesis.compare import main
+
+sys.exit(main())

@@ -1,0 +1,195 @@
+"""Synthesis throughput on the CPU: this engine vs one metamer at a time vs plenoptic, in one run.
+
+The same job set (model, layers, natural sources, initial noise, step budget) is solved three ways:
+
+1. **one at a time** — the paper's way: batch of 1, full forward pass, the fixed schedule of
+   normalized-gradient steps (8 rounds, step halved each round), last iterate kept;
+2. **this engine** — all sources of a layer in one batch, forward pass truncated at the layer,
+   every example leaving its rounds on its own plateau, best iterate kept;
+3. **plenoptic** ``Metamer`` — one image at a time with its defaults (Adam, MSE, range penalty,
+   its own convergence check), given the model truncated at the layer.
+
+Every final signal is scored the same way: the normalized L2 loss ‖A(x) − A₀‖/‖A₀‖ at its layer.
+plenoptic runs in its own virtual environment (.bench-venv, created on first use with
+``pip install plenoptic==2.1.1``); it is never a dependency of the project.
+
+Usage: python -m benchmarks.synthesis [--jobset digits] [--threads 1] [--no-plenoptic]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.synthesis.jobsets import JobSet, discover
+from synthesis.features import FeatureExtractor
+from synthesis.optimize import Problem, initial_signal, normalized_l2, synthesize
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH_VENV = ROOT / ".bench-venv"
+PLENOPTIC = "plenoptic==2.1.1"
+
+
+def losses_at(js: JobSet, layer: str, xs: torch.Tensor) -> list[float]:
+    """The common score: normalized L2 loss of each signal at ``layer`` against its natural source."""
+    m = js.model
+    fe = FeatureExtractor(m.module, [layer], torch.zeros(1, *m.input_shape), prefix=m.layer_prefix)
+    with torch.no_grad():
+        return normalized_l2(fe(xs)[layer], fe(js.sources)[layer]).tolist()
+
+
+def one_at_a_time(js: JobSet) -> tuple[float, dict[str, torch.Tensor], dict[str, list[int]]]:
+    """Reference-style synthesis: batch 1, full forward (hook at the layer), fixed schedule, last iterate."""
+    m = js.model
+    s = js.settings
+    lo, hi = m.input.range
+    out: dict[str, torch.Tensor] = {}
+    steps: dict[str, list[int]] = {}
+    module = m.module
+    t0 = time.perf_counter()
+    for layer in js.layers:
+        captured: dict[str, torch.Tensor] = {}
+        handle = module.get_submodule(m.layer_prefix + layer).register_forward_hook(lambda _m, _i, o: captured.__setitem__("a", o))
+        xs = []
+        for i, sid in enumerate(js.source_ids):
+            with torch.no_grad():
+                module(js.sources[i : i + 1])
+                target = captured["a"].detach()
+            x = initial_signal(m.input_shape, js.seed, sid, m.input.kind, s, m.input.range).unsqueeze(0)
+            for r in range(s.rounds):
+                lr = s.lr * s.lr_decay**r
+                for _ in range(s.round_steps):
+                    x.requires_grad_(True)
+                    module(x)  # the whole model, as the reference code runs it
+                    loss = normalized_l2(captured["a"], target).sum()
+                    (g,) = torch.autograd.grad(loss, x)
+                    x = (x.detach() - lr * g / g.norm().clamp_min(1e-30)).clamp(lo, hi)
+            xs.append(x.detach()[0])
+        handle.remove()
+        out[layer] = torch.stack(xs)
+        steps[layer] = [s.max_steps] * len(xs)
+    return time.perf_counter() - t0, out, steps
+
+
+def engine(js: JobSet) -> tuple[float, dict[str, torch.Tensor], dict[str, list[int]]]:
+    """This engine: one batched, truncated job per layer with per-example stopping."""
+    m = js.model
+    out: dict[str, torch.Tensor] = {}
+    steps: dict[str, list[int]] = {}
+    t0 = time.perf_counter()
+    for layer in js.layers:
+        fe = FeatureExtractor(m.module, [layer], torch.zeros(1, *m.input_shape), prefix=m.layer_prefix, fake_relu=js.settings.fake_relu)
+        with torch.no_grad():
+            targets = fe(js.sources)[layer]
+        problems = [
+            Problem(f"{sid}/{layer}", layer, targets[i], initial_signal(m.input_shape, js.seed, sid, m.input.kind, js.settings, m.input.range))
+            for i, sid in enumerate(js.source_ids)
+        ]
+        res = synthesize(fe, problems, js.settings, m.input.range, record_losses=False)
+        out[layer] = torch.stack([r.x for r in res])
+        steps[layer] = [r.steps for r in res]
+    return time.perf_counter() - t0, out, steps
+
+
+def ensure_plenoptic_venv() -> Path | None:
+    """Create .bench-venv (seeing this venv's packages) with plenoptic installed; None if impossible."""
+    py = BENCH_VENV / "bin" / "python"
+    if py.exists() and subprocess.run([str(py), "-c", "import plenoptic"], capture_output=True).returncode == 0:
+        return py
+    print(f"creating {BENCH_VENV} with {PLENOPTIC} (once)...", flush=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+        purelib = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                      capture_output=True, text=True, check=True).stdout.strip())
+        # The benchmark venv sees this environment's torch and the project through a .pth hook.
+        (purelib / "_metamer_lab_venv.pth").write_text(f"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n")
+        subprocess.run([str(py), "-m", "pip", "install", "-q", PLENOPTIC], check=True)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        print(f"cannot set up plenoptic ({exc}); skipping it", file=sys.stderr)
+        return None
+    return py
+
+
+def plenoptic(js: JobSet, threads: int) -> tuple[float, dict[str, torch.Tensor], dict[str, list[int]]] | None:
+    py = ensure_plenoptic_venv()
+    if py is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "plenoptic.pt"
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
+        proc = subprocess.run([str(py), "-m", "benchmarks.synthesis.plenoptic_worker", js.name, str(out), str(threads)], cwd=ROOT, env=env,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"plenoptic run failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+            return None
+        data = torch.load(out, weights_only=False)
+    return data["seconds"], data["metamers"], data["steps"]
+
+
+def _median(v: list[float]) -> float:
+    s = sorted(v)
+    n = len(s)
+    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.synthesis", description=__doc__.split("\n\n")[0])
+    p.add_argument("--jobset", default="digits", help="job set (see benchmarks/synthesis/jobsets.py)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads, the same for every method")
+    p.add_argument("--no-plenoptic", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    jobsets = discover()
+    if args.jobset not in jobsets:
+        print(f"unknown job set {args.jobset!r}; available: {', '.join(jobsets)}", file=sys.stderr)
+        return 2
+    js = jobsets[args.jobset]()
+    s = js.settings
+    print(f"job set {js.name}: {len(js.source_ids)} sources × {len(js.layers)} layers = {js.n_metamers} metamers; "
+          f"budget {s.rounds} rounds × {s.round_steps} steps; {args.threads} CPU thread(s)", flush=True)
+    runs: dict[str, tuple[float, dict[str, torch.Tensor], dict[str, list[int]]]] = {}
+    for name, fn in (("engine (batched, truncated)", lambda: engine(js)), ("one at a time (paper)", lambda: one_at_a_time(js))):
+        print(f"running {name}...", flush=True)
+        runs[name] = fn()
+    if not args.no_plenoptic:
+        print("running plenoptic Metamer...", flush=True)
+        r = plenoptic(js, args.threads)
+        if r is not None:
+            runs["plenoptic Metamer"] = r
+    eng = "engine (batched, truncated)"
+    t_eng = runs[eng][0]
+    print()
+    header = f"{'method':<30} {'seconds':>8} {'metamers/s':>10} {'engine speed-up':>15} {'mean steps':>10}  median final loss per layer ({', '.join(js.layers)})"
+    print(header)
+    print("-" * len(header))
+    summary: dict[str, dict[str, float]] = {}
+    for name, (sec, xs, steps) in runs.items():
+        med = [_median(losses_at(js, la, xs[la])) for la in js.layers]
+        mean_steps = sum(sum(v) for v in steps.values()) / js.n_metamers
+        speed = sec / t_eng
+        summary[name] = {"seconds": sec, "speedup": speed, **{la: v for la, v in zip(js.layers, med, strict=True)}}
+        print(f"{name:<30} {sec:>8.1f} {js.n_metamers / sec:>10.2f} {speed:>14.2f}× {mean_steps:>10.0f}  " + "  ".join(f"{v:.3g}" for v in med))
+    print()
+    ok = True
+    for name in runs:
+        if name == eng:
+            continue
+        faster = summary[name]["speedup"] >= 2.0
+        not_worse = all(summary[eng][la] <= summary[name][la] * 1.0001 + 1e-6 for la in js.layers)
+        print(f"engine vs {name}: {summary[name]['speedup']:.2f}× faster ({'≥ 2× target met' if faster else 'BELOW the 2× target'}); "
+              f"final loss {'equal or lower at every layer' if not_worse else 'HIGHER at some layer'}")
+        ok = ok and faster and not_worse
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
