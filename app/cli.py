@@ -204,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-serve", action="store_true", help="set up only")
     p.set_defaults(func=cmd_demo)
 
+    from app import admin_cli
+
+    admin_cli.register(sub)
+
     from synthesis import cli as synth_cli
 
     synth_cli.register(sub)

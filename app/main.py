@@ -130,11 +130,12 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
             problems.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
         return JSONResponse(status_code=422, content={"detail": "; ".join(problems) or "invalid request", "errors": problems})
 
-    from app.routes import api, media, participant
+    from app.routes import admin, api, media, participant
 
     app.include_router(participant.router)
     app.include_router(api.router)
     app.include_router(media.router)
+    app.include_router(admin.router)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, Any]:
