@@ -50,7 +50,7 @@ class Config:
 
 
 def pct(values: Any, q: float) -> float:
-    a = np.asarray(values, dtype=float)
+    a = np.array(values, dtype=float)
     return float(np.percentile(a, q) * 1000) if a.size else float("nan")  # ms
 
 
@@ -114,7 +114,7 @@ async def saturate(cfg: Config, port: int, slug: str, rec: Recorder) -> dict[str
     plan = Plan("127.0.0.1", port, slug, interval_s=0.0, fetch_media=False)
     n0 = len(rec.save_done_at)
     results = await asyncio.gather(*(run_participant(plan, rec, f"S{i:06d}") for i in range(cfg.sat_clients)), return_exceptions=True)
-    done = np.asarray(rec.save_done_at[n0:])
+    done = np.array(rec.save_done_at[n0:])
     lat = rec.latency["save"][-len(done) :] if len(done) else []
     # Throughput over the middle 80 % of saves, to leave out the staggered start and finish.
     done.sort()
@@ -142,7 +142,7 @@ async def ceiling(cfg: Config, port: int) -> dict[str, Any]:
         b.close()
 
     await asyncio.gather(*(worker() for _ in range(cfg.sat_clients)))
-    d = np.sort(np.asarray(done_at))
+    d = np.sort(np.array(done_at))
     lo, hi = int(len(d) * 0.1), int(len(d) * 0.9)
     return {"requests_per_s": (hi - lo) / (d[hi] - d[lo]), "requests": len(d), "latency": summary(lat)}
 
@@ -178,12 +178,12 @@ def run(cfg: Config) -> dict[str, Any]:
             report["open_loop"]["max_active"] = max((n for _, n in rec.active_samples), default=0)
             w = report["open_loop"].pop("steady_window")
             if w:
-                done = np.asarray(rec.save_done_at)
+                done = np.array(rec.save_done_at)
                 mask = (done >= w[0]) & (done <= w[1])
                 report["open_loop"]["steady"] = {
                     "seconds": w[1] - w[0],
                     "responses_per_s": float(mask.sum() / (w[1] - w[0])) if w[1] > w[0] else float("nan"),
-                    "save": summary(np.asarray(rec.latency["save"])[mask]),
+                    "save": summary(np.array(rec.latency["save"])[mask]),
                 }
             report["open_loop"]["lag"] = summary(rec.lag)
             report["open_loop"]["retries"] = rec.retries

@@ -7,6 +7,7 @@ automatically), for example an audio job set with waveforms ``[N, T]`` and the a
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 from collections.abc import Callable
@@ -43,6 +44,12 @@ def register_jobset(name: str) -> Callable[[Callable[[], JobSet]], Callable[[], 
         return fn
 
     return deco
+
+
+def quick(js: JobSet) -> JobSet:
+    """A seconds-long version of a job set (3 sources, short rounds) to smoke-test the benchmark."""
+    return JobSet(js.name, js.model, js.layers, js.sources[:3], js.source_ids[:3],
+                  dataclasses.replace(js.settings, rounds=2, round_steps=10, patience=5), js.seed)
 
 
 def discover() -> dict[str, Callable[[], JobSet]]:

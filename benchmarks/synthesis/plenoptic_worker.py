@@ -4,7 +4,7 @@ plenoptic synthesizes one image at a time (its batches share one loss and one co
 so they are not independent problems). It gets the same model *truncated at the layer*, the same
 natural images and the same initial noise as the other methods, its default optimizer (Adam, lr
 0.01, amsgrad), loss (MSE), range penalty and convergence check, and the same step budget.
-Usage: python -m benchmarks.synthesis.plenoptic_worker JOBSET OUT.pt [THREADS]
+Usage: python -m benchmarks.synthesis.plenoptic_worker JOBSET OUT.pt THREADS [quick]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def main() -> int:
     import plenoptic as po
     import torch
 
-    from benchmarks.synthesis.jobsets import discover
+    from benchmarks.synthesis.jobsets import discover, quick
     from synthesis.features import FeatureExtractor
     from synthesis.optimize import initial_signal
 
@@ -29,6 +29,8 @@ def main() -> int:
     torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 1)
     torch.set_flush_denormal(True)
     js = discover()[name]()
+    if len(sys.argv) > 4 and sys.argv[4] == "quick":
+        js = quick(js)
     m = js.model
     example = torch.zeros(1, *m.input_shape)
     results: dict[str, torch.Tensor] = {}
