@@ -24,7 +24,7 @@ def save_diagnostic(
     kind: str,
     sample_rate: int | None = None,
 ) -> Path:
-    """Write one figure: loss per step (log scale) | natural | metamer (images) or waveforms (audio)."""
+    """Write one figure: loss per step (log scale) | natural | metamer (images) or their cochleagrams (audio)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -47,11 +47,15 @@ def save_diagnostic(
             a.imshow(np.clip(img, 0, 1), cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
             a.set_xticks([])
             a.set_yticks([])
-        else:
-            t = np.arange(x.size) / float(sample_rate or 1)
-            a.plot(t, x.reshape(-1), linewidth=0.4)
-            a.set_xlabel("time (s)" if sample_rate else "sample")
-            a.set_ylim(-1, 1)
+        else:  # audio: the cochleagram, so natural and metamer can be compared band by band
+            from synthesis.cochleagram import display
+
+            image, hz, env_rate = display(x.reshape(-1), int(sample_rate or 16_000))
+            a.imshow(image, origin="lower", aspect="auto", cmap="magma", extent=(0, image.shape[1] / env_rate, 0, image.shape[0]))
+            ticks = np.linspace(0, len(hz) - 1, 5).astype(int)
+            a.set_yticks(ticks + 0.5, [f"{hz[i]:.0f}" for i in ticks])
+            a.set_xlabel("time (s)")
+            a.set_ylabel("channel (Hz)")
         a.set_title(name)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
