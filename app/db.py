@@ -25,12 +25,17 @@ class NotMigratedError(RuntimeError):
     """The database schema is missing or older than this code."""
 
 
-def make_engine(settings: Settings) -> Engine:
-    url = settings.sqlalchemy_url
+def _ensure_sqlite_dir(url: str) -> None:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def make_engine(settings: Settings) -> Engine:
+    url = settings.sqlalchemy_url
+    if url.startswith("sqlite"):
+        _ensure_sqlite_dir(url)
         engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
@@ -91,6 +96,7 @@ def upgrade(url: str, revision: str = "head") -> None:
     """Apply migrations up to ``revision`` (the only way the schema changes)."""
     from alembic import command
 
+    _ensure_sqlite_dir(url)
     command.upgrade(alembic_config(url), revision)
 
 

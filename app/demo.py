@@ -71,7 +71,7 @@ def run_demo(host: str = "127.0.0.1", port: int = 8000, serve: bool = True) -> i
         settings = settings.model_copy(update={"base_url": f"http://{host}:{port}"})
     lines = setup_demo(settings)
     print("\n" + "=" * 78)
-    print("Metamer Lab demo (SQLite and media under ./var)")
+    print(f"Metamer Lab demo (database {settings.sqlalchemy_url.split('://', 1)[0]}, files under {settings.var_dir}/)")
     for line in lines:
         print("  " + line)
     print("=" * 78 + "\n", flush=True)
