@@ -134,6 +134,9 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
 
     app.include_router(participant.router)
     app.include_router(api.router)
+    from app.routes.headphone import router as headphone_router
+
+    app.include_router(headphone_router)
     app.include_router(media.router)
     app.include_router(admin.router)
 

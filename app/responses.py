@@ -116,6 +116,8 @@ def save_response(session: Session, p: Participant, ctx: ExperimentContext, data
         raise SaveError(422, f"trial_index {data.trial_index} is not one of your trials")
     if trial.phase in ("main", "catch") and ctx.spec.gate.trials and gate_status(session, p, ctx) != "passed":
         raise SaveError(409, "the practice gate has not been passed yet")
+    if headphone_pending(p, ctx) and (ctx.spec.headphone.position != "before_main" or trial.phase in ("main", "catch")):
+        raise SaveError(409, "the headphone check has not been passed yet")
     if data.answer not in allowed_answers(ctx):
         raise SaveError(422, f"answer {data.answer[:50]!r} is not one of the response options")
     correct = data.answer == trial.label
