@@ -52,8 +52,9 @@ class Runner {
     this.frameMs = 16.7;
     this.trialEvents = null;
     this.outbox.onChange(({ pending, failures, online }) => {
-      if (failures > 0 || !online) setStatus(`Connection problem: ${pending} answer(s) saved on this computer, sending when the connection is back.`, "warn");
-      else if (pending > 3) setStatus(`Saving ${pending} answers…`);
+      const answers = `${pending} answer${pending === 1 ? "" : "s"}`;
+      if (failures > 0 || !online) setStatus(`Connection problem: ${answers} saved on this computer, sending when the connection is back.`, "warn");
+      else if (pending > 3) setStatus(`Saving ${answers}…`);
       else setStatus("");
     });
     for (const type of ["blur", "focus"]) window.addEventListener(type, () => this._event(type));
@@ -129,7 +130,9 @@ class Runner {
     document.title = this.exp.title;
     const decline = el("button", { type: "button", class: "secondary", "data-action": "decline" }, "I do not agree");
     const agree = el("button", { type: "button", class: "primary", "data-action": "agree" }, "I agree");
-    screen("consent", el("h1", {}, this.exp.title), el("h2", {}, "Consent"), el("div", { class: "text", html: this.exp.texts.consent }), el("div", { class: "actions" }, decline, agree));
+    // The heading takes the focus, not a button: neither answer looks pre-selected and a stray
+    // Enter decides nothing; Tab reaches the two buttons.
+    screen("consent", el("h1", { tabindex: "-1", autofocus: true }, this.exp.title), el("h2", {}, "Consent"), el("div", { class: "text", html: this.exp.texts.consent }), el("div", { class: "actions" }, decline, agree));
     const choice = await new Promise((resolve) => {
       agree.addEventListener("click", () => resolve(true), { once: true });
       decline.addEventListener("click", () => resolve(false), { once: true });
@@ -212,17 +215,29 @@ class Runner {
     const phaseOf = (x) => (x ? (x.phase === "catch" ? "main" : x.phase) : null);
     const from = phaseOf(prev);
     const to = phaseOf(t);
+    // The first phase screen also says what a trial looks like and how to answer.
+    const how = from === null ? el("p", { class: "how" }, this.howTrialsWork()) : null;
     if (to === "practice" && from === null) {
-      await message("phase", { title: "Practice", text: `First, ${this.state.trials.filter((x) => x.phase === "practice").length} practice trials${this.exp.practice_feedback ? " with feedback" : ""}.`, button: "Begin practice" });
+      const n = this.state.trials.filter((x) => x.phase === "practice").length;
+      await message("phase", { title: "Practice", text: `First, ${n} practice trial${n > 1 ? "s" : ""}${this.exp.practice_feedback ? ". After each one you will see whether you were right" : ""}.`, extra: how, button: "Begin practice" });
     } else if (to === "gate" && from !== "gate") {
-      await message("phase", { title: from === "practice" ? "Practice complete" : "Warm-up", text: `Next come ${this.exp.gate.trials} trials without feedback. Do your best: you need at least ${this.exp.gate.min_correct} correct to continue.`, button: "Begin" });
+      await message("phase", { title: from === "practice" ? "Practice complete" : "Warm-up", text: `Next come ${this.exp.gate.trials} trials without feedback. Do your best: you need at least ${this.exp.gate.min_correct} correct to continue.`, extra: how, button: "Begin" });
     } else if (to === "main" && from !== "main") {
       const breaks = this.exp.breaks ? ` There will be ${this.exp.breaks} short break${this.exp.breaks > 1 ? "s" : ""}.` : "";
-      await message("phase", { title: "Main part", text: `Now the main part begins: ${mainTotal} trials without feedback.${breaks}`, button: "Begin" });
+      await message("phase", { title: "Main part", text: `Now the main part begins: ${mainTotal} trials without feedback.${breaks}`, extra: how, button: "Begin" });
     } else if (to === "main" && from === "main" && t.block !== prev.block) {
       const blocks = Math.max(...this.state.trials.map((x) => x.block)) + 1;
       await message("break", { title: "Break", text: `You have finished part ${prev.block + 1} of ${blocks}. Take a short break if you like, then continue.`, button: "Continue" });
     }
+  }
+
+  howTrialsWork() {
+    const typed = this.exp.response.mode === "typed";
+    const answer = typed ? "type the word you heard and pick it from the list" : "choose your answer (click it, or use the arrow keys and Enter)";
+    if (this.exp.modality === "audio") {
+      return `On each trial, press “Play sound” to hear a short clip. It plays ${this.exp.play_once ? "only once, so listen carefully" : "when you press the button"}. When it has finished, ${answer}.`;
+    }
+    return `Each trial starts with a cross in the middle of the screen: look at it. An image then flashes briefly, followed by a noise pattern. Then ${answer}.`;
   }
 
   async media(url) {
@@ -303,19 +318,23 @@ class Runner {
       const ok = answer === t.answer;
       const label = (this.exp.categories.find((c) => c.id === t.answer) || {}).label || t.answer;
       const fb = el("div", { class: `feedback ${ok ? "correct" : "incorrect"}`, role: "status", "data-correct": ok ? "true" : "false" }, ok ? "Correct!" : `Incorrect. The answer was “${label}”.`);
-      card.append(fb);
+      // Show the feedback where the stimulus was (above the answers, always on screen), and
+      // mark the right answer among the buttons.
+      stageBox.after(fb);
+      for (const b of answerBox.querySelectorAll("[data-category]")) if (b.dataset.category === t.answer) b.classList.add("right-answer");
       await new Promise((r) => setTimeout(r, FEEDBACK_MS));
     }
   }
 
   async finish() {
-    await message("debrief", { title: "Thank you!", html: this.exp.texts.debrief, button: "Finish" });
+    await message("debrief", { title: "About this study", html: this.exp.texts.debrief, button: "Finish" });
     screen("saving", el("h1", {}, "Saving your answers…"), el("p", {}, "Please keep this page open until your answers are saved."));
     await this.outbox.drain();
     let info;
     for (;;) {
       try {
-        ({ data: info } = await this.api.persistent("POST", "/api/session/complete"));
+        ({ data: info } = await this.api.persistent("POST", "/api/session/complete", undefined, () => setStatus("Connection problem: trying to reach the server. Please keep this page open.", "warn")));
+        setStatus("");
         break;
       } catch (err) {
         if (err instanceof HttpError && err.status === 409 && err.data && err.data.missing) {
@@ -334,7 +353,10 @@ class Runner {
     const target = info && info.target;
     const outcome = (info && info.outcome) || "completed";
     const code = target && target.code;
-    const codeBox = code ? el("p", { class: "code" }, "Your completion code: ", el("strong", { "data-code": code }, code)) : null;
+    // Without a redirect the participant must type the code into the recruitment site: say so.
+    const codeBox = code
+      ? el("div", {}, el("p", { class: "code" }, outcome === "completed" ? "Your completion code: " : "Your code: ", el("strong", { "data-code": code }, code)), target.kind === "code" ? el("p", { class: "hint" }, "Please copy this code and enter it on the site where you found this study.") : null)
+      : null;
     if (outcome === "screened_out") {
       const go = target && target.kind !== "code" ? el("button", { type: "button", class: "primary", "data-action": "return" }, "Return to the study site") : null;
       screen("screened-out", el("h1", {}, "Thank you"), el("p", {}, "Unfortunately you did not meet the requirements to continue this study. Thank you for your time."), codeBox, go ? el("div", { class: "actions" }, go) : null);

@@ -75,7 +75,9 @@ export function progressBar(done, total) {
 // Arrow keys move between buttons; Enter/Space choose (native button behaviour).
 export function buttonGrid(categories, { show = "labels", columns = null, disabled = false } = {}) {
   const cols = columns || Math.min(categories.length, categories.length > 12 ? 6 : categories.length > 6 ? 5 : categories.length);
-  const grid = el("div", { class: "response-grid", role: "group", "aria-label": "Your answer", style: `grid-template-columns: repeat(${cols}, minmax(0, 1fr))` });
+  // The grid itself takes the focus when it appears (tabindex -1), not its first button: no
+  // category looks pre-selected, and a stray Enter cannot answer. Arrow keys or Tab enter it.
+  const grid = el("div", { class: "response-grid", role: "group", tabindex: "-1", "aria-label": "Your answer", style: `grid-template-columns: repeat(${cols}, minmax(0, 1fr))` });
   let choose;
   const chosen = new Promise((resolve) => (choose = resolve));
   const buttons = categories.map((c) => {
@@ -96,9 +98,15 @@ export function buttonGrid(categories, { show = "labels", columns = null, disabl
     return b;
   });
   grid.addEventListener("keydown", (ev) => {
-    const i = buttons.indexOf(document.activeElement);
-    if (i < 0) return;
     const moves = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: cols, ArrowUp: -cols };
+    const i = buttons.indexOf(document.activeElement);
+    if (i < 0) {
+      if (ev.target === grid && ev.key in moves) {
+        ev.preventDefault();
+        buttons.find((b) => !b.disabled)?.focus();
+      }
+      return;
+    }
     if (ev.key in moves) {
       ev.preventDefault();
       const j = Math.max(0, Math.min(buttons.length - 1, i + moves[ev.key]));
@@ -106,14 +114,15 @@ export function buttonGrid(categories, { show = "labels", columns = null, disabl
     }
   });
   grid.append(...buttons);
+  const hint = el("p", { class: "hint grid-hint" }, "Click your answer, or use the arrow keys and Enter.");
   return {
-    node: grid,
+    node: el("div", { class: "buttons-answer" }, grid, hint),
     chosen,
     enable() {
       for (const b of buttons) b.disabled = false;
     },
     focusFirst() {
-      buttons[0]?.focus({ preventScroll: true });
+      grid.focus({ preventScroll: true });
     },
   };
 }

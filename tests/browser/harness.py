@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.banks import import_bank
 from app.db import make_engine, make_sessionmaker
 from app.experiments import create_experiment
-from app.models import Participant, Response, Trial
+from app.models import Experiment, Participant, Response, Trial
 from app.settings import Settings
 from app.spec import parse_spec
 from app.store import MediaStore
@@ -107,7 +107,8 @@ class LiveServer:
         slug = f"b{n}-{(spec or {}).get('slug', 'study')}"[:60].rstrip("-")
         set_name = f"bank-{n}"
         root = self.workdir / "banks" / set_name
-        path = bank_builder(root) if bank_builder else make_bank(root, name=set_name, seed=1000 * n, **(bank or {}))
+        bank = {"sources_per_label": 1, **(bank or {})}  # 4 sources: one per category
+        path = bank_builder(root) if bank_builder else make_bank(root, name=set_name, seed=1000 * n, **bank)
         import_bank(self.sessions, self.store, path, set_name)
         full = {**BASE_SPEC, **(spec or {}), "slug": slug, "stimulus_sets": [set_name]}
         with self.sessions() as s:
@@ -169,12 +170,13 @@ def stop_server(server: LiveServer) -> None:
 
 # ------------------------------------------------------------------------------------- studies
 
+# Small and quick: 1 practice, 1 gate, 4 main and 1 catch trial in two blocks, 100 ms phases.
 BASE_SPEC: dict[str, Any] = {
     "title": "Recognizing images",
     "conditions": ["natural", "tiny/conv1", "tiny/conv2", "tiny/fc"],
-    "practice": {"trials": 2, "timing": {"fixation_ms": 100, "stimulus_ms": 100, "mask_ms": 100}},
-    "gate": {"trials": 2, "min_correct": 1},
-    "catch": {"trials": 2},
+    "practice": {"trials": 1, "timing": {"fixation_ms": 100, "stimulus_ms": 100, "mask_ms": 100}},
+    "gate": {"trials": 1, "min_correct": 1},
+    "catch": {"trials": 1},
     "breaks": 1,
     "timing": {"fixation_ms": 100, "stimulus_ms": 100, "mask_ms": 100},
     "platform": "prolific",
@@ -188,26 +190,37 @@ class LiveStudy:
     slug: str
     spec: dict[str, Any]
 
-    def link(self, pid: str, session: str | None = None) -> str:
-        """The study link as Prolific opens it."""
+    def link(self, pid: str | None = None, session: str | None = None) -> str:
+        """The study link as the recruitment platform opens it (Prolific adds its ids)."""
+        if self.spec.get("platform") != "prolific":
+            return f"{self.server.url}/e/{self.slug}"
         q = urlencode({"PROLIFIC_PID": pid, "STUDY_ID": "study-1", "SESSION_ID": session or f"session-{pid}"})
         return f"{self.server.url}/e/{self.slug}?{q}"
 
-    def participant(self, pid: str) -> Participant:
+    def participant(self, pid: str | None = None) -> Participant:
+        """This study's participant with platform id ``pid`` (or its latest one)."""
         with self.server.sessions() as s:
-            p = s.scalar(sa.select(Participant).where(Participant.platform_pid == pid).order_by(Participant.id.desc()))
-            assert p is not None, f"no participant {pid}"
+            q = sa.select(Participant).join(Experiment, Experiment.id == Participant.experiment_id).where(Experiment.slug == self.slug)
+            if pid is not None:
+                q = q.where(Participant.platform_pid == pid)
+            p = s.scalar(q.order_by(Participant.id.desc()))
+            assert p is not None, f"no participant {pid or ''} in {self.slug}"
             s.expunge(p)
             return p
 
-    def trials(self, pid: str) -> list[dict[str, Any]]:
+    def participants(self) -> int:
+        with self.server.sessions() as s:
+            q = sa.select(sa.func.count()).select_from(Participant).join(Experiment, Experiment.id == Participant.experiment_id)
+            return int(s.scalar(q.where(Experiment.slug == self.slug)) or 0)
+
+    def trials(self, pid: str | None = None) -> list[dict[str, Any]]:
         """The participant's planned trials, in order: index, phase, block, label (true answer)."""
         p = self.participant(pid)
         with self.server.sessions() as s:
             rows = s.execute(sa.select(Trial.index, Trial.phase, Trial.block, Trial.label).where(Trial.participant_id == p.id).order_by(Trial.index)).all()
         return [{"index": i, "phase": ph, "block": b, "label": lab} for i, ph, b, lab in rows]
 
-    def responses(self, pid: str) -> list[Response]:
+    def responses(self, pid: str | None = None) -> list[Response]:
         p = self.participant(pid)
         with self.server.sessions() as s:
             rows = list(s.scalars(sa.select(Response).where(Response.participant_id == p.id).order_by(Response.trial_index)))
@@ -215,7 +228,7 @@ class LiveStudy:
                 s.expunge(r)
             return rows
 
-    def answered(self, pid: str) -> list[int]:
+    def answered(self, pid: str | None = None) -> list[int]:
         return [r.trial_index for r in self.responses(pid)]
 
 
@@ -265,7 +278,8 @@ class PageGuard:
 
     def _console(self, msg: Any) -> None:
         if msg.type == "error":
-            self._problem(f"console error: {msg.text}")
+            where = (msg.location or {}).get("url", "")
+            self._problem(f"console error: {msg.text}" + (f" ({where})" if where else ""))
         elif msg.type == "warning" and "outbox" in msg.text:
             self._problem(f"console warning: {msg.text}")
 
@@ -365,15 +379,24 @@ class Walker:
         """Pass the screen before trial ``index`` if there is one, then answer it (correctly unless
         ``choice`` is given); for practice trials wait for the feedback. Returns the answer."""
         t = self.trials[index]
-        between = transition(self.trials[index - 1] if index else None, t)
-        if between:
-            click_action(self.page, between, "continue")
-        card = wait_trial(self.page, index)
+        card = self.reach(index)
         choice = choice or t["label"]
         card.locator(f'button[data-category="{choice}"]').click()
         if t["phase"] == "practice":
             card.locator(".feedback").wait_for()
         return choice
+
+    def reach(self, index: int) -> Any:
+        """Wait for trial ``index``, passing the phase or break screen before it if it shows up
+        first; return the trial card once its answers are enabled."""
+        between = transition(self.trials[index - 1] if index else None, self.trials[index])
+        if between:
+            card = self.page.locator(f'#app > [data-screen="trial"]:has([data-trial="{index}"])')
+            either = self.page.locator(f'#app > [data-screen="{between}"]').or_(card)
+            either.first.wait_for()
+            if not card.is_visible():
+                click_action(self.page, between, "continue")
+        return wait_trial(self.page, index)
 
     def answer_range(self, start: int, stop: int) -> None:
         for i in range(start, stop):
@@ -382,3 +405,38 @@ class Walker:
     def finish(self) -> None:
         """Leave the debrief screen (the runner then saves, completes and redirects)."""
         click_action(self.page, "debrief", "continue")
+
+
+# ------------------------------------------------------------------------------- screenshots
+
+class Screenshots:
+    """Saves what the participant sees (the viewport, no scrolling) at the desktop and the small
+    laptop size, under ``test-artifacts/screenshots/<width>x<height>/``, and checks at each size
+    that every answer button and action button is inside the viewport and not covered, so no
+    screen needs scrolling to go on."""
+
+    def __init__(self, page: Any, sizes: tuple[dict[str, int], ...] = (DESKTOP, SMALL_LAPTOP)) -> None:
+        self.page = page
+        self.sizes = sizes
+        self.taken: list[Path] = []
+
+    def take(self, name: str, *, check_fit: bool = True, sizes: tuple[dict[str, int], ...] | None = None) -> None:
+        for size in sizes or self.sizes:
+            self.page.set_viewport_size(size)
+            folder = SCREENSHOTS / f"{size['width']}x{size['height']}"
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{name}.png"
+            self.page.screenshot(path=str(path), animations="disabled")  # finishes CSS transitions first
+            self.taken.append(path)
+            if check_fit:
+                self.assert_fits(name, size)
+        self.page.set_viewport_size(self.sizes[0])
+
+    def assert_fits(self, name: str, size: dict[str, int]) -> None:
+        controls = self.page.locator("#app button:visible, #app input:visible, #app .feedback, #status.visible")
+        for i in range(controls.count()):
+            box = controls.nth(i).bounding_box()
+            assert box is not None
+            label = controls.nth(i).get_attribute("data-category") or controls.nth(i).get_attribute("data-action") or controls.nth(i).inner_text()[:40]
+            inside = box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= size["width"] and box["y"] + box["height"] <= size["height"]
+            assert inside, f"{name} at {size['width']}x{size['height']}: control {label!r} at {box} is outside the viewport"

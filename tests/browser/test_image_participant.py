@@ -29,7 +29,7 @@ def expected_flow(trials: list[dict[str, Any]]) -> list[str]:
 
 
 def test_prolific_participant_completes_image_experiment_with_frame_timed_trials(server: LiveServer, chromium: Any) -> None:
-    study = server.add_study({"timing": FRAME_TIMED, "practice": {"trials": 2, "timing": PRACTICE}})
+    study = server.add_study({"timing": FRAME_TIMED, "practice": {"trials": 2, "timing": PRACTICE}, "gate": {"trials": 2, "min_correct": 1}, "catch": {"trials": 2}})
     context, page, guard = new_page(chromium, server.url)
     pid = "PROLIFIC-IMG-1"
     at_redirect: dict[str, Any] = {}

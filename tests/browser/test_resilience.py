@@ -7,11 +7,18 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.browser.harness import PROLIFIC_DONE, LiveServer, Walker, intercept_prolific, new_page, screen, wait_trial
+from tests.browser.harness import PROLIFIC_DONE, LiveServer, Walker, intercept_prolific, new_page, screen, transition
 
 
 def first_main(trials: list[dict[str, Any]]) -> int:
     return next(t["index"] for t in trials if t["phase"] in ("main", "catch"))
+
+
+def expected_resume(trials: list[dict[str, Any]], index: int) -> list[str]:
+    """Screens after a reload at unanswered trial ``index``: the break screen again if the trial
+    starts a block, then the trial itself."""
+    between = transition(trials[index - 1], trials[index])
+    return ([between] if between else []) + [f"trial:{index}"]
 
 
 def test_reload_midway_resumes_at_the_first_unanswered_trial(server: LiveServer, chromium: Any) -> None:
@@ -26,25 +33,25 @@ def test_reload_midway_resumes_at_the_first_unanswered_trial(server: LiveServer,
         walker.answer_range(0, m + 2)
 
         # Reload while trial m+2 is on screen, before it is answered.
-        wait_trial(page, m + 2)
+        walker.reach(m + 2)
         seen = len(guard.screens)
         page.reload()
-        wait_trial(page, m + 2)
+        walker.reach(m + 2)
         after = [s for s in guard.screens[seen:] if s != "loading"]
-        assert after == [f"trial:{m + 2}"], "resumes right at the unanswered trial, without consent or phase screens"
+        assert after == expected_resume(trials, m + 2), "resumes right at the unanswered trial, without consent or phase screens"
         assert study.answered(pid) == list(range(m + 2))
 
         # Reload right after an answer the server has not received (its request fails): the
         # answer waits in localStorage, the runner continues with the next trial and sends it.
         page.route("**/api/session/responses", lambda route: route.abort())
         walker.answer(m + 2)
-        wait_trial(page, m + 3)
+        walker.reach(m + 3)
         page.unroute("**/api/session/responses")
         assert study.answered(pid) == list(range(m + 2))
         seen = len(guard.screens)
         page.reload()
-        wait_trial(page, m + 3)
-        assert [s for s in guard.screens[seen:] if s != "loading"] == [f"trial:{m + 3}"]
+        walker.reach(m + 3)
+        assert [s for s in guard.screens[seen:] if s != "loading"] == expected_resume(trials, m + 3)
         deadline = time.monotonic() + 10
         while study.answered(pid) != list(range(m + 3)) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -54,8 +61,8 @@ def test_reload_midway_resumes_at_the_first_unanswered_trial(server: LiveServer,
         walker.answer(m + 3)
         seen = len(guard.screens)
         page.goto(study.link(pid))
-        wait_trial(page, m + 4)
-        assert [s for s in guard.screens[seen:] if s != "loading"] == [f"trial:{m + 4}"]
+        walker.reach(m + 4)
+        assert [s for s in guard.screens[seen:] if s != "loading"] == expected_resume(trials, m + 4)
         assert study.participant(pid).status == "started"
 
         walker.answer_range(m + 4, len(trials))
@@ -87,7 +94,7 @@ def test_network_loss_for_several_trials_loses_nothing_and_the_redirect_waits(se
         n = len(trials)
         m = first_main(trials)
         walker.answer_range(0, m + 1)
-        wait_trial(page, m + 1)
+        walker.reach(m + 1)
         # Everything up to here was confirmed before the connection drops.
         deadline = time.monotonic() + 10
         while study.answered(pid) != list(range(m + 1)) and time.monotonic() < deadline:
