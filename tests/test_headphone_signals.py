@@ -146,6 +146,19 @@ def test_huggins_target_cross_spectrum_phase_is_pi_inside_564_636_hz_and_zero_ou
     assert abs(20 * np.log10(rms(target[:, 0]) / rms(target[:, 1]))) < 0.05
 
 
+@pytest.mark.parametrize("name", HUGGINS)
+def test_huggins_band_edges_lie_at_564_and_636_hz_to_within_2_hz(name: str) -> None:
+    """At 1 Hz resolution (one FFT of the whole 1 s burst), summed over 9 Hz just inside and just
+    outside each edge: π inside, 0 outside. This pins the edges that the Welch test leaves open."""
+    bursts, _ = sections(decoded(name), 1.0, 1.0)
+    target = bursts[hp.STIMULI[name].correct - 1]
+    cs = np.fft.rfft(target[:, 0]) * np.conj(np.fft.rfft(target[:, 1]))  # bin k is k Hz
+    for lo, hi in ((566, 574), (626, 634)):
+        assert abs(abs(np.angle(cs[lo : hi + 1].sum())) - np.pi) < 0.3
+    for lo, hi in ((553, 561), (639, 647)):
+        assert abs(np.angle(cs[lo : hi + 1].sum())) < 0.3
+
+
 @pytest.mark.parametrize("name", HUGGINS[:3])
 def test_huggins_bursts_last_1_s_with_1_s_gaps_of_digital_silence(name: str) -> None:
     bursts, gaps = sections(decoded(name), 1.0, 1.0)
