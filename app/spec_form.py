@@ -223,10 +223,18 @@ def bind(values: Mapping[str, Any], problems: Sequence[str] = ()) -> list[FormFi
     for f in fields:
         v = _get(values, f.name)
         f.value = condition_keys(v) if f.kind == "conditions" else v
-        for p in problems:
-            loc = p.split(":", 1)[0].strip()
-            if loc == f.name or loc.startswith(f.name + "."):
-                f.problems.append(p)
+    for p in problems:
+        loc, _, msg = p.partition(":")
+        loc = loc.strip()
+        exact = [f for f in fields if loc == f.name or loc.startswith(f.name + ".")]
+        if not exact:
+            # A cross-field check of a section ("gate: min_correct (5) cannot exceed trials (2)"):
+            # put it next to the first field of that section the message names, else the first one.
+            section = [f for f in fields if f.name.startswith(loc + ".")]
+            named = [f for f in section if f.name.rsplit(".", 1)[-1] in msg]
+            exact = (named or section)[:1]
+        for f in exact:
+            f.problems.append(p)
     return fields
 
 

@@ -7,17 +7,45 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from app.auth import create_admin
+from functools import lru_cache
+
+import sqlalchemy as sa
+
+from app.auth import SESSION_COOKIE, hash_password, start_session
+from app.models import AdminUser
 from tests.study import Study
 
 USERNAME = "alice"
 PASSWORD = "correct horse battery staple"
 
 
+@lru_cache
+def _stored_hash(password: str) -> str:
+    return hash_password(password)
+
+
 def add_admin(study: Study, username: str = USERNAME, password: str = PASSWORD) -> None:
+    """An admin account whose argon2 hash is computed once per test run (hashing is slow on purpose)."""
     with study.sessions() as s:
-        create_admin(s, username, password)
+        s.add(AdminUser(username=username, password_hash=_stored_hash(password)))
         s.commit()
+
+
+def fast_login(study: Study, username: str = USERNAME, password: str = PASSWORD) -> str:
+    """Create the admin (reusing one argon2 hash per run) and a session directly, set the cookie,
+    and return the CSRF token: for tests of the panel itself, which need not pay for the login
+    form each time (test_admin_auth.py tests the real login)."""
+    with study.sessions() as s:
+        user = s.scalar(sa.select(AdminUser).where(AdminUser.username == username))
+        if user is None:
+            user = AdminUser(username=username, password_hash=_stored_hash(password))
+            s.add(user)
+            s.flush()
+        token, row = start_session(s, user)
+        csrf = row.csrf_token
+        s.commit()
+    study.client.cookies.set(SESSION_COOKIE, token, domain="testserver.local", path="/admin")
+    return csrf
 
 
 def login_token(client: TestClient) -> str:

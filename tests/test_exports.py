@@ -1,0 +1,349 @@
+"""Exports checked against a synthetic study with known answers.
+
+Eight participants take the test study (8 sources, conditions natural + tiny/conv1, conv2, fc, so
+2 main trials per condition each). The metamer of src-000 at conv2 failed its validity check, so
+whoever meets src-000 in conv2 sees the natural stimulus instead (a swap). The model is made wrong
+on src-001 at every layer (a passed metamer: it still agrees with the model's natural decision).
+
+Included participants and how many of their (non-swapped) trials in each condition they get right:
+
+    A: natural 2/2, conv1 2/2, conv2 all,  fc 0/2   (swapped trials answered wrong)
+    B: natural 2/2, conv1 1/2, conv2 none, fc 0/2   (swapped trials answered right)
+    C: natural 1/2, conv1 1/2, conv2 none, fc 1/2   (swapped trials answered right)
+
+so, across participants (mean, SEM = SD/sqrt(3), percentile bootstrap 95% CI over 3 values):
+
+    natural (1, 1, .5)  mean 5/6  SEM 1/6  CI [.5, 1]
+    conv1   (1, .5, .5) mean 2/3  SEM 1/6  CI [.5, 1]
+    conv2   (1, 0, 0)   mean 1/3  SEM 1/3  CI [0, 1]
+    fc      (0, 0, .5)  mean 1/6  SEM 1/6  CI [0, .5]
+
+(For 3 values the bootstrap means take 4 values; e.g. for conv2 P(mean = 1) = 1/27 < 2.5% and
+P(mean >= 2/3) = 7/27 > 2.5%, so the upper limit is 1; P(mean = 0) = 8/27 > 2.5%, so the lower is 0.)
+
+Excluded, with the reasons the sidecar must give:
+    D fails the gate (incomplete; failed_gate), E completes but the researcher excludes them,
+    F stops early (incomplete), G gets every natural trial wrong (low_natural_accuracy, threshold
+    0.5), H fails the catch trials (failed_attention).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import xml.etree.ElementTree as ET
+import zipfile
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from PIL import Image
+
+from app import exports
+from app.models import Participant, Stimulus, Trial
+from app.security import token_hash
+from app.settings import Settings
+from tests.admin_client import fast_login
+from tests.conftest import BACKENDS, _truncate_all
+from tests.study import Study, build_study
+
+POLICY = {
+    "A": {"natural": 2, "tiny/conv1": 2, "tiny/conv2": "all", "tiny/fc": 0},
+    "B": {"natural": 2, "tiny/conv1": 1, "tiny/conv2": "none", "tiny/fc": 0},
+    "C": {"natural": 1, "tiny/conv1": 1, "tiny/conv2": "none", "tiny/fc": 1},
+}
+EXPECTED = {  # condition: (mean, sem, ci_low, ci_high)
+    "natural": (5 / 6, 1 / 6, 0.5, 1.0),
+    "tiny/conv1": (2 / 3, 1 / 6, 0.5, 1.0),
+    "tiny/conv2": (1 / 3, 1 / 3, 0.0, 1.0),
+    "tiny/fc": (1 / 6, 1 / 6, 0.0, 0.5),
+}
+EXCLUDED = {"D": "incomplete;failed_gate", "E": "researcher", "F": "incomplete", "G": "low_natural_accuracy", "H": "failed_attention"}
+
+
+def _plan(study: Study, token: str) -> list[tuple[int, str, str | None, bool, str]]:
+    with study.sessions() as s:
+        pid = s.scalar(sa.select(Participant.id).where(Participant.token_hash == token_hash(token)))
+        return [tuple(r) for r in s.execute(sa.select(Trial.index, Trial.phase, Trial.condition, Trial.swapped, Trial.label).where(Trial.participant_id == pid).order_by(Trial.index))]  # type: ignore[misc]
+
+
+def _take_part(study: Study, pid: str, *, policy: dict[str, object] | None = None, gate_ok: bool = True, natural_ok: bool = True,
+               catch_ok: bool = True, stop_after_main: int | None = None, swapped_ok: bool = True) -> None:
+    token = study.join(pid)
+    study.start(token)
+    seen: dict[str, int] = defaultdict(int)
+    main_done = 0
+    for index, phase, condition, swapped, label in _plan(study, token):
+        if phase in ("main", "catch"):
+            if stop_after_main is not None and main_done >= stop_after_main:
+                return
+            main_done += 1
+        if phase == "gate":
+            ok = gate_ok
+        elif phase == "catch":
+            ok = catch_ok
+        elif phase == "main":
+            assert condition is not None
+            if swapped:
+                ok = swapped_ok
+            elif policy is not None:
+                rule = policy[condition]
+                ok = rule == "all" if isinstance(rule, str) else seen[condition] < rule
+                seen[condition] += 1
+            else:
+                ok = natural_ok if condition == "natural" else True
+        else:
+            ok = True
+        r = study.answer(token, index, label if ok else study.wrong(label))
+        assert r.status_code == 201, r.text
+        if r.json()["stage"] == "ended":
+            return
+    assert study.post(token, "/api/session/complete").status_code == 200
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def study(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Study:
+    """Built once per backend for the whole module (the tests only read it)."""
+    tmp = tmp_path_factory.mktemp(f"exports-{request.param}")
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp / 'metamers.db'}"
+    else:
+        url = request.getfixturevalue("pg_database")
+        _truncate_all(url)
+    settings = Settings(var_dir=tmp / "var", database_url=url, media_root=tmp / "media", secret_key="test-secret-key", base_url="http://testserver")
+    st = build_study(
+        settings,
+        tmp,
+        {"catch": {"trials": 2, "min_correct": 2}, "exclusions": {"min_natural_accuracy": 0.5}},
+        bank_kwargs={"failed": {(0, "conv2")}},
+    )
+    with st.sessions() as s:  # the model misclassifies src-001 (natural and metamers alike)
+        for stim in s.scalars(sa.select(Stimulus).where(Stimulus.source == "src-001", Stimulus.kind == "metamer")):
+            stim.metrics = {**stim.metrics, "pred_metamer": "3", "pred_natural": "3"}
+        s.commit()
+    _take_part(st, "A", policy=POLICY["A"], swapped_ok=False)
+    _take_part(st, "B", policy=POLICY["B"])
+    _take_part(st, "C", policy=POLICY["C"])
+    _take_part(st, "D", gate_ok=False)
+    _take_part(st, "E")
+    _take_part(st, "F", stop_after_main=3)
+    _take_part(st, "G", natural_ok=False)
+    _take_part(st, "H", catch_ok=False)
+    csrf = fast_login(st)
+    with st.sessions() as s:
+        e = s.scalar(sa.select(Participant.public_id).where(Participant.platform_pid == "E"))
+    r = st.client.post(f"/admin/experiments/1/participants/{e}/exclusion", data={"csrf_token": csrf, "action": "exclude", "reason": "noisy room"})
+    assert r.status_code == 200
+    return st
+
+
+@pytest.fixture(autouse=True)
+def _backend_label(request: pytest.FixtureRequest, study: Study) -> None:
+    """Count these tests in the per-backend summary like the db_url-based ones."""
+    request.node.user_properties.append(("backend", "sqlite" if study.settings.sqlalchemy_url.startswith("sqlite") else "postgresql"))
+
+
+def download(study: Study, name: str, **params: object) -> bytes:
+    r = study.client.get("/admin/experiments/1/export", params={"file": name, "permutations": 500, **params})
+    assert r.status_code == 200, r.text
+    return r.content
+
+
+def frame(study: Study, name: str, **params: object) -> pd.DataFrame:
+    return pd.read_csv(io.BytesIO(download(study, name, **params)))
+
+
+def pid_of(study: Study) -> dict[str, str]:
+    with study.sessions() as s:
+        return {pub: pid for pid, pub in s.execute(sa.select(Participant.platform_pid, Participant.public_id))}
+
+
+# ------------------------------------------------------------------------------ accuracy
+
+
+def test_accuracy_by_layer_matches_the_hand_computed_values(study: Study) -> None:
+    acc = frame(study, "accuracy_by_layer.csv").set_index("condition")
+    assert list(acc.index) == ["natural", "tiny/conv1", "tiny/conv2", "tiny/fc"]
+    assert list(acc["layer"]) == ["natural", "conv1", "conv2", "fc"]
+    for cond, (mean, sem, lo, hi) in EXPECTED.items():
+        row = acc.loc[cond]
+        assert row["n_participants"] == 3, cond
+        assert row["human_mean"] == pytest.approx(mean), cond
+        assert row["human_sem"] == pytest.approx(sem), cond
+        assert (row["human_ci_low"], row["human_ci_high"]) == (pytest.approx(lo), pytest.approx(hi)), cond
+        assert row["chance"] == pytest.approx(1 / 4) and row["n_categories"] == 4
+    assert acc.loc["natural", "layer_index"] != acc.loc["natural", "layer_index"]  # NaN: natural has no depth
+    assert list(acc.loc[["tiny/conv1", "tiny/conv2", "tiny/fc"], "layer_index"]) == [0, 1, 2]
+
+
+def test_swapped_trials_are_flagged_and_left_out_of_the_accuracies(study: Study) -> None:
+    trials = frame(study, "trials.csv")
+    included = trials[~trials["excluded"] & (trials["phase"] == "main")]
+    swapped = included[included["swapped"]]
+    assert set(swapped["condition"]) <= {"tiny/conv2"}
+    assert (swapped["stimulus_kind"] == "natural").all()
+    assert (swapped["planned_stimulus_key"] == "src-000/tiny/conv2").all()
+    assert swapped["swap_reason"].str.contains("failed validity").all()
+    assert (swapped["metamer_passed"] == False).all()  # noqa: E712  (pandas column)
+    acc = frame(study, "accuracy_by_layer.csv").set_index("condition")
+    # Every condition had 6 planned trials among A, B, C; swaps are counted but not scored.
+    assert acc.loc["tiny/conv2", "n_swapped"] == len(swapped)
+    assert acc.loc["tiny/conv2", "n_trials"] == 6 - len(swapped)
+    assert (acc.loc[["natural", "tiny/conv1", "tiny/fc"], "n_trials"] == 6).all()
+    # A swap can happen only to whoever meets src-000 in conv2: the all-trials plan must agree.
+    everything = frame(study, "trials.csv", all_trials="true")
+    assert everything["swapped"].sum() == len(everything[everything["planned_stimulus_key"] == "src-000/tiny/conv2"])
+
+
+def test_model_accuracy_is_measured_on_the_stimuli_the_included_participants_saw(study: Study) -> None:
+    trials = frame(study, "trials.csv")
+    shown = trials[~trials["excluded"] & (trials["phase"] == "main") & ~trials["swapped"]]
+    acc = frame(study, "accuracy_by_layer.csv").set_index("condition")
+    for cond, rows in shown.groupby("condition"):
+        distinct = rows.drop_duplicates("stimulus_key")
+        assert acc.loc[cond, "model_n_stimuli"] == len(distinct)
+        assert acc.loc[cond, "model_accuracy"] == pytest.approx((distinct["source"] != "src-001").mean()), cond
+        yoked = rows.groupby("participant")["source"].apply(lambda s: (s != "src-001").mean())
+        assert acc.loc[cond, "model_yoked_mean"] == pytest.approx(yoked.mean()), cond
+        assert (rows["model_correct"] == (rows["source"] != "src-001")).all()
+
+
+# ------------------------------------------------------------------------------ exclusions
+
+
+def test_the_exclusion_sidecar_lists_every_excluded_participant_with_all_reasons(study: Study) -> None:
+    side = frame(study, "exclusions.csv")
+    names = pid_of(study)
+    got = {names[p]: r for p, r in zip(side["participant"], side["reasons"])}
+    assert got == EXCLUDED
+    assert "noisy room" in side.set_index("participant").loc[next(k for k, v in names.items() if v == "E"), "details"]
+
+
+def test_participants_csv_has_one_row_per_participant_with_status_gates_and_exclusions(study: Study) -> None:
+    people = frame(study, "participants.csv")
+    assert len(people) == 8 and people["participant"].is_unique
+    by = people.set_index("platform_pid")
+    assert by.loc["D", "status"] == "screened_out" and bool(by.loc["D", "gate_passed"]) is False
+    assert by.loc["H", "outcome"] == "failed_attention" and by.loc["H", "catch_correct"] == 0
+    trials = frame(study, "trials.csv")
+    a_swaps = int(trials[(trials["platform_pid"] == "A") & trials["swapped"]].shape[0])  # A answered swaps wrong
+    assert by.loc["A", "gate_passed"] and by.loc["A", "trials_answered"] == 14 and by.loc["A", "main_correct"] == 2 + 2 + 2 + 0 - a_swaps
+    assert by.loc["G", "natural_answered"] == 2 and by.loc["G", "natural_correct"] == 0
+    assert by.loc["F", "status"] == "started" and math.isnan(by.loc["F", "duration_min"])
+    assert by.loc["A", "browser_frame_ms"] == pytest.approx(16.7)
+    assert dict(zip(by.index, by["exclusion_reasons"].fillna(""))) == {**{k: "" for k in "ABC"}, **EXCLUDED}
+    assert {"headphone_passed", "headphone_antiphase_correct", "headphone_huggins_correct", "user_agent"} <= set(people.columns)
+
+
+# ------------------------------------------------------------------------------ file formats
+
+
+def test_csvs_open_in_pandas_with_the_right_dtypes(study: Study) -> None:
+    trials = frame(study, "trials.csv")
+    for col in ("trial_index", "block", "attempt"):
+        assert pd.api.types.is_integer_dtype(trials[col]), col
+    for col in ("correct", "swapped", "answered", "excluded"):
+        assert pd.api.types.is_bool_dtype(trials[col]), col
+    for col in ("rt_ms", "metric_spearman", "metric_snr_db", "measured_stimulus_ms", "layer_index"):
+        assert pd.api.types.is_float_dtype(trials[col]), col
+    for col in ("participant", "condition", "stimulus_key", "platform_pid"):
+        assert pd.api.types.is_string_dtype(trials[col]) or trials[col].dtype == object, col
+    # Category ids are text even when they look like numbers (this bank's are digits): read them as such.
+    typed = pd.read_csv(io.BytesIO(download(study, "trials.csv")), dtype={"label": str, "answer": str})
+    assert set(typed["label"]) == {"0", "1", "2", "3"}
+    assert pd.to_datetime(trials["received_at"]).dt.tz is not None
+    assert (trials["measured_stimulus_ms"] == 300.0).all() and (trials["rt_ms"] == 500.0).all()
+    people = frame(study, "participants.csv")
+    assert pd.api.types.is_bool_dtype(people["excluded"]) and pd.api.types.is_bool_dtype(people["gate_passed"])
+    assert pd.api.types.is_integer_dtype(people["trials_planned"])
+    acc = frame(study, "accuracy_by_layer.csv")
+    assert pd.api.types.is_integer_dtype(acc["n_participants"]) and pd.api.types.is_float_dtype(acc["human_mean"])
+
+
+def test_trials_csv_has_one_row_per_answered_trial_in_order(study: Study) -> None:
+    trials = frame(study, "trials.csv")
+    # A, B, C, E, G, H answered 14 each; D stopped after the gate (4), F after 3 main/catch trials (7).
+    assert len(trials) == 6 * 14 + 4 + 7
+    assert trials.groupby("participant")["trial_index"].apply(lambda s: list(s) == sorted(s)).all()
+    assert not trials.duplicated(["participant", "trial_index"]).any()
+    main = trials[trials["phase"] == "main"]
+    assert set(main["model"].dropna()) == {"tiny"} and main["layer"].isna().sum() == (main["condition"] == "natural").sum()
+    full = frame(study, "trials.csv", all_trials="true")
+    assert len(full) == 8 * 14 and (~full["answered"]).sum() == 8 * 14 - len(trials)
+
+
+def test_the_figure_is_a_valid_svg_and_png(study: Study) -> None:
+    svg = download(study, "accuracy_by_layer.svg")
+    root = ET.fromstring(svg)
+    assert root.tag.endswith("svg")
+    assert b"Humans" in svg and b"Chance" in svg
+    png = download(study, "accuracy_by_layer.png")
+    img = Image.open(io.BytesIO(png))
+    assert img.format == "PNG" and img.width > 300 and img.height > 200
+    img.verify()
+
+
+def test_stats_csv_reports_the_mixed_anova_and_per_layer_tests(study: Study) -> None:
+    st = frame(study, "stats.csv")
+    anova = st[st["analysis"] == "mixed_anova"].set_index("effect")
+    assert set(anova.index) == {"observer", "layer", "observer:layer"}
+    assert (anova["n_observers"] == 3).all() and (anova["n_permutations"] == 500).all()
+    assert (anova.loc["observer", ["df1", "df2"]] == [1, 4]).all()
+    paired = st[st["analysis"] == "paired_by_layer"]
+    assert list(paired["effect"]) == ["conv1", "conv2", "fc"]
+    assert ((paired["p_value"] > 0) & (paired["p_value"] <= 1)).all()
+    assert "permutation" in download(study, "stats.txt").decode()
+
+
+# ------------------------------------------------------------------------------ privacy, streaming, CLI
+
+
+def test_pseudonymized_exports_hide_platform_ids_consistently(study: Study) -> None:
+    trials = frame(study, "trials.csv", pseudonymize="true")
+    people = frame(study, "participants.csv", pseudonymize="true")
+    for original in "ABCDEFGH":
+        assert original not in set(people["platform_pid"])
+    assert people["platform_pid"].str.fullmatch(r"p_[0-9a-f]{16}").all()
+    assert not people["session_id"].astype(str).str.startswith("sess-").any()
+    # The same person has the same pseudonym in every file.
+    joined = trials.merge(people[["participant", "platform_pid"]], on="participant", suffixes=("", "_p"))
+    assert (joined["platform_pid"] == joined["platform_pid_p"]).all()
+    assert frame(study, "trials.csv")["platform_pid"].isin(list("ABCDEFGH")).all()
+
+
+def test_exports_stream_in_chunks_with_the_same_result(study: Study, monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = download(study, "trials.csv")
+    monkeypatch.setattr(exports, "TRIAL_CHUNK", 2)
+    monkeypatch.setattr(exports, "PARTICIPANT_CHUNK", 3)
+    monkeypatch.setattr(exports, "CSV_FLUSH_BYTES", 512)
+    assert download(study, "trials.csv") == whole
+    with study.sessions() as s:
+        from app.models import Experiment
+
+        exp = s.get(Experiment, 1)
+        s.expunge(exp)
+    chunks = list(exports.csv_chunks(exports.TRIAL_COLUMNS, exports.trial_rows(study.sessions, exp, exports.Pseudonymizer(None))))
+    assert len(chunks) > 10 and b"".join(chunks) == whole
+
+
+def test_the_bundle_zip_holds_every_file(study: Study) -> None:
+    zf = zipfile.ZipFile(io.BytesIO(download(study, "bundle.zip")))
+    assert sorted(zf.namelist()) == sorted(exports.FILES)
+    assert zf.read("trials.csv") == download(study, "trials.csv")
+    rows = list(csv.DictReader(io.StringIO(zf.read("accuracy_by_layer.csv").decode())))
+    assert [r["condition"] for r in rows] == list(EXPECTED)
+
+
+def test_the_cli_writes_the_same_exports(study: Study, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app import cli
+
+    monkeypatch.setattr(cli, "get_settings", lambda: study.settings)
+    out = tmp_path / "results"
+    assert cli.main(["export", "test-study", "--out", str(out), "--permutations", "500"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(exports.FILES)
+    assert (out / "accuracy_by_layer.csv").read_bytes() == download(study, "accuracy_by_layer.csv")
+    assert (out / "exclusions.csv").read_bytes() == download(study, "exclusions.csv")
+    assert cli.main(["export", "no-such-study", "--out", str(out)]) == 2
