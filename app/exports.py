@@ -242,7 +242,7 @@ PARTICIPANT_COLUMNS = [
     "practice_answered", "practice_correct", "gate_answered", "gate_correct", "gate_passed",
     "main_answered", "main_correct", "natural_answered", "natural_correct", "catch_answered", "catch_correct",
     "headphone_passed",
-    *[f"headphone_{c}_{k}" for c in HEADPHONE_CHECKS for k in ("attempts", "trials", "correct")],
+    *[f"headphone_{c}_{k}" for c in HEADPHONE_CHECKS for k in ("passed", "attempts", "trials", "correct")],
     "headphone_score_json",
     *[f"browser_{k}" for k in BROWSER_KEYS], "user_agent",
     "excluded", "exclusion_reasons", "researcher_excluded", "researcher_reason",
@@ -308,9 +308,12 @@ def participant_row(summ: Summary, spec: ExperimentSpec, slug: str, pseudo: Pseu
         _, answered, ok = ph.get(phase, (0, 0, 0))
         row[f"{phase}_answered"] = answered
         row[f"{phase}_correct"] = ok
+    score = p.headphone_score if isinstance(p.headphone_score, dict) else {}
     for check in HEADPHONE_CHECKS:
         attempts = summ.screening.get(check, {})
-        last = attempts[max(attempts)] if attempts else None
+        last = attempts[max(attempts)] if attempts else None  # (trials, correct) of the last attempt
+        verdict = score.get(check, {}).get("passed") if isinstance(score.get(check), dict) else None
+        row[f"headphone_{check}_passed"] = verdict if isinstance(verdict, bool) else None
         row[f"headphone_{check}_attempts"] = len(attempts)
         row[f"headphone_{check}_trials"] = last[0] if last else None
         row[f"headphone_{check}_correct"] = last[1] if last else None

@@ -347,3 +347,4 @@ def test_the_cli_writes_the_same_exports(study: Study, tmp_path: Path, monkeypat
     assert (out / "accuracy_by_layer.csv").read_bytes() == download(study, "accuracy_by_layer.csv")
     assert (out / "exclusions.csv").read_bytes() == download(study, "exclusions.csv")
     assert cli.main(["export", "no-such-study", "--out", str(out)]) == 2
+
