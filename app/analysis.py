@@ -5,7 +5,7 @@ computed first, and the table reports the mean of those proportions across parti
 across participants (sample SD with ddof=1 over sqrt(n)), and a percentile bootstrap 95% CI that
 resamples participants (seeded, so an export is reproducible).
 
-Decisions (documented in ``docs/exports.md``):
+Decisions (documented in ``docs/admin-and-exports.md``):
 
 * Only main-phase trials count (practice, gate and catch trials are not conditions).
 * A *swapped* trial (its metamer failed the validity criteria, so the natural stimulus was shown)

@@ -6,7 +6,7 @@ chunk size, the number of stimuli and per-participant summaries, never by the nu
 and no export holds a database transaction open for long (on SQLite every transaction takes the
 write lock, so a long read would stall participants' saves).
 
-Files (columns are listed in the ``*_COLUMNS`` constants and documented in docs/exports.md):
+Files (columns are listed in the ``*_COLUMNS`` constants and documented in docs/admin-and-exports.md):
 
 * ``trials.csv``         one row per answered trial (optionally also unanswered planned trials)
 * ``participants.csv``   one row per participant (previews never appear anywhere)

@@ -1,6 +1,6 @@
 """The accuracy-by-layer figure in the style of Feather et al.: one panel per model, the natural
 condition then the layers in depth order on x, human accuracy (mean ± SEM across participants)
-and the model's (yoked observers, mean ± SEM) on y, chance as a dashed line.
+and the model's (yoked observers, mean ± SEM) on y, chance as a dashed line; one legend on the right.
 
 Pure: takes accuracy rows, returns bytes. Uses matplotlib's object API with the Agg/SVG canvases
 (no pyplot global state), so it is safe in a threaded web server.
@@ -36,7 +36,7 @@ def accuracy_figure(rows: Sequence[AccuracyRow], *, title: str = "", fmt: str = 
         if r.model not in models:
             models.append(r.model)
     n = max(1, len(models))
-    fig = Figure(figsize=(max(3.6, 3.4 * n), 3.6), layout="constrained")
+    fig = Figure(figsize=(3.4 * n + 1.6, 3.8), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False, sharey=True)[0]
     if not rows:
         axes[0].text(0.5, 0.5, "no data yet", ha="center", va="center", transform=axes[0].transAxes)
@@ -59,7 +59,7 @@ def accuracy_figure(rows: Sequence[AccuracyRow], *, title: str = "", fmt: str = 
                 [xi for xi, v in zip(x, mm) if v is not None],
                 [v for v in mm if v is not None],
                 yerr=[s for s, v in zip(ms, mm) if v is not None],
-                color=MODEL_COLOR, marker="s", ms=4.5, lw=1.8, capsize=3, label=model,
+                color=MODEL_COLOR, marker="s", ms=4.5, lw=1.8, capsize=3, label="Model",
             )
         chance = next((r.chance for r in mine if r.chance and not math.isnan(r.chance)), None)
         if chance is not None:
@@ -70,7 +70,9 @@ def accuracy_figure(rows: Sequence[AccuracyRow], *, title: str = "", fmt: str = 
         ax.set_xlim(-0.5, max(len(mine) - 0.5, 0.5))
         ax.set_title(model or "natural")
         ax.spines[["top", "right"]].set_visible(False)
-        ax.legend(frameon=False, fontsize=8, loc="upper right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:  # one legend for all panels, outside the data
+        fig.legend(handles, labels, loc="outside right upper", frameon=False, fontsize=9)
     axes[0].set_ylabel("Proportion correct")
     fig.supxlabel("Metamer generation layer", fontsize=10)
     if title:

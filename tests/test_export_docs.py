@@ -1,0 +1,22 @@
+"""The export documentation names every column the exports write (so the two cannot drift)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app import analysis, exports, stats
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "admin-and-exports.md"
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [exports.TRIAL_COLUMNS, exports.PARTICIPANT_COLUMNS, exports.SCREENING_COLUMNS, exports.EXCLUSION_COLUMNS, analysis.ACCURACY_COLUMNS, stats.STATS_COLUMNS],
+    ids=["trials", "participants", "screening", "exclusions", "accuracy", "stats"],
+)
+def test_every_export_column_is_documented(columns: list[str]) -> None:
+    text = DOC.read_text()
+    missing = [c for c in columns if c not in text]
+    assert missing == []
