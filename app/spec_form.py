@@ -231,7 +231,7 @@ def bind(values: Mapping[str, Any], problems: Sequence[str] = ()) -> list[FormFi
             # A cross-field check of a section ("gate: min_correct (5) cannot exceed trials (2)"):
             # put it next to the first field of that section the message names, else the first one.
             section = [f for f in fields if f.name.startswith(loc + ".")]
-            named = [f for f in section if f.name.rsplit(".", 1)[-1] in msg]
+            named = sorted((f for f in section if f.name.rsplit(".", 1)[-1] in msg), key=lambda f: msg.index(f.name.rsplit(".", 1)[-1]))
             exact = (named or section)[:1]
         for f in exact:
             f.problems.append(p)
@@ -242,10 +242,15 @@ TRUE = {"true", "on", "1", "yes"}
 
 
 def parse_form(form: Mapping[str, Sequence[str]]) -> tuple[dict[str, Any], list[str]]:
-    """Posted values (name → list of values) → (nested spec dict, conversion problems)."""
+    """Posted values (name → list of values) → (nested spec dict, conversion problems).
+
+    A setting that is posted empty is an error when required (or None when optional); a setting
+    that is not posted at all is left out, so the spec's default applies."""
     data: dict[str, Any] = {}
     problems: list[str] = []
     for f in spec_fields():
+        if f.name not in form and f.kind not in ("sets", "conditions"):
+            continue  # not posted at all: the spec's default applies
         raw = list(form.get(f.name, []))
         last = raw[-1].strip() if raw else ""
         if f.kind in ("sets", "conditions"):
@@ -266,7 +271,7 @@ def parse_form(form: Mapping[str, Sequence[str]]) -> tuple[dict[str, Any], list[
         elif f.kind == "choice":
             _set(data, f.name, last)
         else:
-            value = raw[-1] if raw else ""
+            value = (raw[-1] if raw else "").replace("\r\n", "\n")  # browsers post textarea lines with CRLF
             if f.kind == "text":
                 value = value.strip()
             _set(data, f.name, None if (f.optional and value == "") else value)
