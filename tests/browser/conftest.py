@@ -21,10 +21,13 @@ from tests.conftest import BACKENDS, PG_ADMIN_URL, _pg_url
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test here ``browser`` (``-m "not browser"`` skips them), with a hard time limit
+    so a page that hangs fails the run instead of stalling CI."""
     here = Path(__file__).parent
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.browser)
+            item.add_marker(pytest.mark.timeout(180))
 
 
 @pytest.fixture(scope="session")
