@@ -13,8 +13,10 @@ Presets (REFERENCE §1):
     Loss ‖A(x) − A₀‖₂ / ‖A₀‖₂. Each step moves x by ``lr`` along its gradient normalized to unit
     L2 norm (per example), then clamps x to the input range. ``lr`` starts at 1 and is halved over
     ``rounds`` (8) rounds of ``round_steps`` (3000) steps. With ``patience`` set, an example whose
-    loss has not improved (relative ``rtol``) for ``patience`` steps moves to its next round
-    early; after its last round it stops. ``patience=None`` gives the fixed published schedule.
+    best loss has not improved (relative ``rtol``) for ``patience`` steps moves to its next round
+    early, and its last round may use every step that its earlier rounds left unused; it stops
+    when it plateaus in its last round or when the whole budget (rounds × round_steps) is spent.
+    ``patience=None`` gives the fixed published schedule.
 ``adam``
     Same loss and schedule shape, with a per-example Adam step (lr 0.01 halved per round).
 
@@ -119,6 +121,7 @@ class Problem:
     layer: str
     target: torch.Tensor  # activation, without batch dimension
     init: torch.Tensor  # starting signal, without batch dimension
+    stop_loss: float | None = None  # stop this example at this loss (overrides Settings.target_loss)
 
 
 @dataclass
@@ -185,6 +188,8 @@ def synthesize(
     history: list[tuple[torch.Tensor, torch.Tensor]] = []
     adam_m = torch.zeros_like(x) if settings.preset == "adam" else None
     adam_v = torch.zeros_like(x) if settings.preset == "adam" else None
+    no_target = settings.target_loss if settings.target_loss is not None else -math.inf
+    stop_at = torch.tensor([p.stop_loss if p.stop_loss is not None else no_target for p in problems], device=device)
     lr_of_round = torch.tensor([settings.lr * settings.lr_decay**r for r in range(settings.rounds)], device=device)
 
     active = torch.arange(n, device=device)
@@ -232,14 +237,17 @@ def synthesize(
             since_a = torch.where(better, torch.zeros_like(since[active]), since[active] + 1)
             in_round_a = in_round[active] + 1
             plateau = since_a >= settings.patience if settings.patience is not None else torch.zeros_like(better)
-            advance = (in_round_a >= settings.round_steps) | plateau
+            # The last round has no length of its own: it gets whatever budget earlier rounds left
+            # unused (they may end early on a plateau), so early rounds never cost final quality.
+            last = rnd[active] >= settings.rounds - 1
+            advance = ((in_round_a >= settings.round_steps) & ~last) | plateau
             rnd_a = rnd[active] + advance.long()
             rnd[active] = rnd_a
             in_round[active] = torch.where(advance, torch.zeros_like(in_round_a), in_round_a)
             since[active] = torch.where(advance, torch.zeros_like(since_a), since_a)
             round_best[active] = torch.where(advance, best_loss[active], round_best[active])
-            hit = lossd <= settings.target_loss if settings.target_loss is not None else torch.zeros_like(better)
-            done = (rnd_a >= settings.rounds) | hit
+            hit = lossd <= stop_at[active]
+            done = (rnd_a >= settings.rounds) | (steps[active] >= settings.max_steps) | hit
             bad, any_done, mean_loss = torch.stack([(~finite).float(), done.any().float(), lossd.mean()]).tolist()
             if bad:
                 nonfinite = torch.nonzero(~torch.isfinite(lossd)).flatten().tolist()

@@ -188,6 +188,7 @@ def prepare(plan_path: str | Path, *, shard: tuple[int, int] | None = None) -> P
     if problems:
         raise PlanError(problems, str(plan_path))
     fp = fingerprint(plan.core(), {
+        "engine": synthesis.__version__,
         "checkpoints": {n: m.checkpoint_sha256 for n, m in models.items()},
         "sources": {s.id: _sha(s.data) for s in all_signals},
         "icons": {k: _sha(v) for k, v in icons.items()},

@@ -76,5 +76,5 @@ def digits() -> JobSet:
         sources=sources,
         source_ids=[sid for sid, _, _ in items],
         # 8 rounds as in the paper, shorter rounds so that the slow methods finish in minutes.
-        settings=preset("paper", rounds=8, round_steps=150, patience=30, fake_relu=False),
+        settings=preset("paper", rounds=8, round_steps=150, patience=100, fake_relu=False),
     )

@@ -36,6 +36,7 @@ def main() -> int:
     results: dict[str, torch.Tensor] = {}
     steps: dict[str, list[int]] = {}
     t0 = time.perf_counter()
+    c0 = time.process_time()
     for layer in js.layers:
         fe = FeatureExtractor(m.module, [layer], example, prefix=m.layer_prefix)
 
@@ -57,7 +58,8 @@ def main() -> int:
         results[layer] = torch.stack(xs)
         steps[layer] = ns
     seconds = time.perf_counter() - t0
-    torch.save({"seconds": seconds, "metamers": results, "steps": steps, "version": po.__version__}, out)
+    cpu = time.process_time() - c0
+    torch.save({"seconds": seconds, "cpu": cpu, "metamers": results, "steps": steps, "version": po.__version__}, out)
     return 0
 
 

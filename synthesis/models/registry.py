@@ -158,6 +158,7 @@ class LoadedModel:
 Loader = Callable[..., LoadedModel]
 _REGISTRY: dict[str, Loader] = {}
 _DISCOVERED = False
+_BROKEN: dict[str, str] = {}  # model modules that failed to import, with the error
 
 
 def register_model(name: str) -> Callable[[Loader], Loader]:
@@ -180,7 +181,12 @@ def _discover() -> None:
 
     for info in pkgutil.iter_modules(pkg.__path__):
         if info.name != "registry":
-            importlib.import_module(f"synthesis.models.{info.name}")
+            # One broken model module must not make every other model unusable; its error is
+            # reported when a model that is not registered is asked for.
+            try:
+                importlib.import_module(f"synthesis.models.{info.name}")
+            except Exception as exc:  # any import-time failure of a third module
+                _BROKEN[f"synthesis.models.{info.name}"] = f"{type(exc).__name__}: {exc}"
 
 
 def registered_models() -> list[str]:
@@ -310,7 +316,8 @@ def load_model(ref: str, checkpoint: str | Path | None = None, **options: Any) -
     elif ":" in ref:
         model = _user_factory(ref, checkpoint, **options)
     else:
+        broken = "".join(f"; {mod} failed to import ({err})" for mod, err in _BROKEN.items())
         raise ModelError(f"unknown model {ref!r}; registered: {', '.join(registered_models())}; "
-                         "or use torchvision:NAME or package.module:factory")
+                         f"or use torchvision:NAME or package.module:factory{broken}")
     model.module.eval()
     return model

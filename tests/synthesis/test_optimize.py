@@ -124,3 +124,14 @@ def test_unknown_preset_and_setting_are_rejected() -> None:
         preset("sgd")
     with pytest.raises(ValueError, match="round_stepz"):
         preset("paper", round_stepz=3)
+
+
+def test_an_example_stops_at_its_own_stop_loss() -> None:
+    fe = FeatureExtractor(make_net(), ["relu1"], EXAMPLE)
+    s = preset("paper", rounds=2, round_steps=50, lr=0.2)
+    probs = problems(fe, ["relu1"], 2, s)
+    probs[0].stop_loss = 0.2
+    first, second = synthesize(fe, probs, s, RANGE)
+    assert first.stop_reason == "target" and first.loss <= 0.2 and first.steps < second.steps
+    assert second.stop_reason == "schedule" and second.steps == 100
+
