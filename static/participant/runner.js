@@ -40,7 +40,8 @@ function browserSupported(modality) {
 
 function looksMobile() {
   const coarse = window.matchMedia && window.matchMedia("(pointer: coarse)").matches;
-  return coarse && Math.min(screen.width || 9999, screen.height || 9999) < 700;
+  // window.screen: the bare name `screen` is ui.js's screen() here, whose width is undefined.
+  return coarse && Math.min(window.screen.width || 9999, window.screen.height || 9999) < 700;
 }
 
 class Runner {

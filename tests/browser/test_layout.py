@@ -187,8 +187,20 @@ def test_phones_see_a_clear_message_when_the_experiment_excludes_them(server: Li
     msg = screen(page, "message")
     assert page.locator("h1").inner_text() == "Computer needed"
     assert "desktop or laptop computer" in msg.inner_text()
-    Screenshots(page, sizes=(phone,)).take("40-mobile-excluded")
+    Screenshots(page, sizes=(phone,)).take("40-mobile-excluded-by-server")
     assert study.participants() == 0, "no session is started on a phone"
+    assert guard.problems == []
+    context.close()
+
+    # A phone asking for the "desktop site" sends a desktop user agent: the page itself sees the
+    # touch screen and the small display, and shows the same message before consent.
+    context, page, guard = new_page(chromium, server.url, viewport=phone, screen=phone, is_mobile=True, has_touch=True)
+    page.goto(study.link())
+    msg = screen(page, "unsupported")
+    assert page.locator("h1").inner_text() == "Computer needed"
+    assert "desktop or laptop computer" in msg.inner_text()
+    Screenshots(page, sizes=(phone,)).take("41-mobile-desktop-site")
+    assert study.participant().consent_at is None
     assert guard.problems == []
     context.close()
 
@@ -196,7 +208,7 @@ def test_phones_see_a_clear_message_when_the_experiment_excludes_them(server: Li
     context, page, guard = new_page(chromium, server.url, viewport=phone, user_agent=IPHONE_UA, is_mobile=True, has_touch=True)
     page.goto(allowed.link())
     screen(page, "consent")
-    Screenshots(page, sizes=(phone,)).take("41-mobile-allowed-consent")
+    Screenshots(page, sizes=(phone,)).take("42-mobile-allowed-consent")
     assert guard.problems == []
     context.close()
 
@@ -207,6 +219,6 @@ def test_a_link_without_its_token_explains_what_to_do(server: LiveServer, chromi
     page.goto(f"{server.url}/e/{study.slug}/run")
     err = screen(page, "error")
     assert "open this study from the link" in err.inner_text()
-    Screenshots(page).take("42-link-incomplete")
+    Screenshots(page).take("43-link-incomplete")
     assert guard.problems == []
     context.close()
