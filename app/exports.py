@@ -91,11 +91,16 @@ def pseudonymizer(secret_key: str, exp: Experiment, options: ExportOptions) -> P
 
 
 def _cell(v: Any) -> str:
+    t = type(v)
+    if t is str:
+        return v  # type: ignore[no-any-return]
     if v is None:
         return ""
-    if isinstance(v, bool):
+    if t is bool:
         return "true" if v else "false"
-    if isinstance(v, float):
+    if t is int:
+        return str(v)
+    if t is float:
         return "" if math.isnan(v) else repr(v)
     if isinstance(v, dt.datetime):
         return v.astimezone(dt.timezone.utc).isoformat()
@@ -459,26 +464,34 @@ def trial_rows(
         with factory() as s:
             people = {p.id: p for p in s.scalars(sa.select(Participant).where(Participant.id.in_(ids)))}
             q = (
-                sa.select(Trial, Response)
+                sa.select(*_TRIAL_FIELDS)
                 .outerjoin(Response, Response.trial_id == Trial.id)
                 .where(Trial.participant_id.in_(ids))
                 .order_by(Trial.participant_id, Trial.index)
             )
             if not include_unanswered:
                 q = q.where(Response.id.is_not(None))
-            rows = s.execute(q).all()
-            cache.load(s, [t.stimulus_id for t, _ in rows] + [t.planned_stimulus_id for t, _ in rows if t.planned_stimulus_id])
+            rows = s.execute(q).all()  # plain rows, no ORM objects: several times faster
+            cache.load(s, [r.stimulus_id for r in rows] + [r.planned_stimulus_id for r in rows if r.planned_stimulus_id])
             s.expunge_all()
-        for t, r in rows:
-            p = people[t.participant_id]
-            yield _trial_row(exp.slug, p, t, r, cache, nat_pred, pseudo, excl.reasons.get(p.public_id, []))
+        for r in rows:
+            p = people[r.participant_id]
+            yield _trial_row(exp.slug, p, r, cache, nat_pred, pseudo, excl.reasons.get(p.public_id, []))
+
+
+# Columns read per trial (``index`` is renamed: Row has an ``index`` method).
+_TRIAL_FIELDS = (
+    Trial.participant_id, Trial.index.label("trial_index"), Trial.phase, Trial.block, Trial.stimulus_id, Trial.condition, Trial.model,
+    Trial.layer, Trial.layer_index, Trial.source, Trial.label, Trial.swapped, Trial.swap_reason, Trial.planned_stimulus_id,
+    Response.id.label("response_id"), Response.answer, Response.correct, Response.rt_ms, Response.shown_at, Response.responded_at,
+    Response.received_at, Response.durations, Response.events, Response.client,
+)
 
 
 def _trial_row(
     slug: str,
     p: Participant,
-    t: Trial,
-    r: Response | None,
+    t: Any,  # a row of _TRIAL_FIELDS
     cache: StimulusCache,
     nat_pred: Mapping[int, Mapping[str, str]],
     pseudo: Pseudonymizer,
@@ -498,9 +511,10 @@ def _trial_row(
         model_correct = str(m["pred_metamer"]) == t.label
     elif st is not None and st.kind == "natural" and pred_natural is not None:
         model_correct = str(pred_natural) == t.label
-    durations = r.durations if r is not None and isinstance(r.durations, dict) else None
-    client = r.client if r is not None and isinstance(r.client, dict) else None
-    events = r.events if r is not None and isinstance(r.events, list) else None
+    answered = t.response_id is not None
+    durations = t.durations if isinstance(t.durations, dict) else None
+    client = t.client if isinstance(t.client, dict) else None
+    events = t.events if isinstance(t.events, list) else None
     row: dict[str, Any] = {
         "experiment": slug,
         "participant": p.public_id,
@@ -515,7 +529,7 @@ def _trial_row(
         "participant_outcome": p.outcome,
         "excluded": bool(reasons),
         "exclusion_reasons": ";".join(x for x, _ in reasons),
-        "trial_index": t.index,
+        "trial_index": t.trial_index,
         "phase": t.phase,
         "block": t.block,
         "condition": t.condition,
@@ -540,13 +554,13 @@ def _trial_row(
         "model_pred_metamer": m.get("pred_metamer"),
         "model_pred_natural": pred_natural,
         "model_correct": model_correct,
-        "answered": r is not None,
-        "answer": r.answer if r else None,
-        "correct": r.correct if r else None,
-        "rt_ms": r.rt_ms if r else None,
-        "shown_at": r.shown_at if r else None,
-        "responded_at": r.responded_at if r else None,
-        "received_at": r.received_at if r else None,
+        "answered": answered,
+        "answer": t.answer,
+        "correct": t.correct,
+        "rt_ms": t.rt_ms,
+        "shown_at": t.shown_at,
+        "responded_at": t.responded_at,
+        "received_at": t.received_at,
         "n_focus_events": sum(1 for e in events if isinstance(e, dict) and e.get("type") in ("blur", "hidden")) if events is not None else None,
         "durations_json": durations,
         "client_json": client,

@@ -96,6 +96,40 @@ def mixed_anova_F(y: np.ndarray, groups: np.ndarray) -> dict[str, np.ndarray]:
     return {"observer": np.asarray(f_a), "layer": np.asarray(f_b), "observer:layer": np.asarray(f_ab)}
 
 
+def two_group_F(y: np.ndarray, in_group1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """F_observer and F_interaction for many relabelings of the same data, fast.
+
+    ``y``: (N, L); ``in_group1``: (k, N) 0/1 masks with the same group sizes. Uses the sums of
+    squares of :func:`mixed_anova_F` rewritten with matrix products, O(k·N·L) time and O(k·L)
+    extra memory, since only the labels change between permutations.
+    """
+    y = np.asarray(y, dtype=float)
+    w = np.asarray(in_group1, dtype=float)
+    n, n_lev = y.shape
+    n1 = w.sum(axis=1)
+    n0 = n - n1
+    S = y.mean(axis=1)
+    M = S.mean()
+    sum1 = w @ S
+    M1 = sum1 / n1
+    M0 = (S.sum() - sum1) / n0
+    ss_a = n_lev * (n0 * (M0 - M) ** 2 + n1 * (M1 - M) ** 2)
+    ss_s = n_lev * ((S**2).sum() - n0 * M0**2 - n1 * M1**2)
+    col1 = w @ y  # (k, L) sums over group 1
+    C1 = col1 / n1[:, None]
+    C0 = (y.sum(axis=0)[None, :] - col1) / n0[:, None]
+    ss_cells = n0 * ((C0 - M) ** 2).sum(axis=1) + n1 * ((C1 - M) ** 2).sum(axis=1)
+    B = y.mean(axis=0)
+    ss_b = n * ((B - M) ** 2).sum()
+    ss_ab = ss_cells - ss_a - ss_b
+    ss_res = ((y - S[:, None]) ** 2).sum() - ss_b - ss_ab
+    df_s, df_ab, df_res = n - 2, n_lev - 1, (n - 2) * (n_lev - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f_a = np.where(ss_s > 1e-12 * (1.0 + ss_s + ss_a), ss_a / (ss_s / df_s), np.nan)
+        f_ab = np.where(ss_res > 1e-12 * (1.0 + abs(ss_res) + ss_ab), (ss_ab / df_ab) / (ss_res / df_res), np.nan) if df_ab > 0 and df_res > 0 else np.full(len(w), np.nan)
+    return f_a, f_ab
+
+
 def _p(observed: float, null: np.ndarray) -> float:
     if not math.isfinite(observed):
         return math.nan
@@ -127,14 +161,16 @@ def permutation_mixed_anova(
     rng = np.random.default_rng(seed)
     centred = y - y.mean(axis=1, keepdims=True)
     nulls: dict[str, list[np.ndarray]] = {k: [] for k in obs}
+    # Batches bounded to about 2 million array elements, whatever the number of observers.
+    batch = int(max(1, min(_BATCH, 2_000_000 // (n * n_lev))))
     done = 0
     while done < n_permutations:
-        k = min(_BATCH, n_permutations - done)
+        k = min(batch, n_permutations - done)
         # Random group labels: a permutation of the observed labels per draw.
         perm_groups = np.argsort(rng.random((k, n)), axis=1)
         g = groups[perm_groups]
-        nulls["observer"].append(mixed_anova_F(np.broadcast_to(y, (k, n, n_lev)), g)["observer"])
-        nulls["observer:layer"].append(mixed_anova_F(np.broadcast_to(centred, (k, n, n_lev)), g)["observer:layer"])
+        nulls["observer"].append(two_group_F(y, g)[0])
+        nulls["observer:layer"].append(two_group_F(centred, g)[1])
         # Layers shuffled within each observer, independently.
         order = np.argsort(rng.random((k, n, n_lev)), axis=2)
         shuffled = np.take_along_axis(np.broadcast_to(y, (k, n, n_lev)), order, axis=2)

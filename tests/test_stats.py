@@ -125,3 +125,17 @@ def test_human_vs_model_reports_anova_and_per_layer_rows() -> None:
     ]
     assert rows[0].df1 == 1 and rows[0].df2 == 8 and rows[1].df2 == 16
     assert human_vs_model("exp", "m", ["a"], human[:1, :1], model[:1, :1]) == []  # one observer: no test
+
+
+def test_the_fast_relabeling_path_agrees_with_the_general_F() -> None:
+    from app.stats import two_group_F
+
+    rng = np.random.default_rng(13)
+    y = rng.random((12, 4))
+    labels = np.r_[np.zeros(6, int), np.ones(6, int)]
+    perms = np.stack([rng.permutation(labels) for _ in range(25)])
+    fast_a, fast_ab = two_group_F(y, perms)
+    for i, g in enumerate(perms):
+        general = mixed_anova_F(y, g)
+        assert fast_a[i] == pytest.approx(float(general["observer"]), rel=1e-9)
+        assert fast_ab[i] == pytest.approx(float(general["observer:layer"]), rel=1e-9)
