@@ -282,7 +282,8 @@ def accuracy_table(
         n_stim, model_acc = tally.model_on_stimuli(lv.condition, lv.model) if lv.model else (0, math.nan)
         yoked = per_participant(tally, lv.condition, included, lv.model) if lv.model else {}
         yvals = [yoked[p] for p in sorted(yoked)]
-        lo, hi = bootstrap_ci(vals, n_boot=n_boot, seed=row_seed(seed, lv.condition)) if vals else (math.nan, math.nan)
+        # n_boot = 0 skips the bootstrap (the figure does not draw CIs).
+        lo, hi = bootstrap_ci(vals, n_boot=n_boot, seed=row_seed(seed, lv.condition)) if vals and n_boot > 0 else (math.nan, math.nan)
         rows.append(
             AccuracyRow(
                 experiment=experiment,

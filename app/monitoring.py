@@ -4,10 +4,10 @@ All numbers come from SQL aggregates (no trial rows are loaded) and leave resear
 
 Balancing has two views:
 
-* **slots** (Latin-square rows): slot k takes source block ``k mod B`` with condition rotation
-  ``(k div B) mod C``; after every ``B·C`` counting participants each (source, condition) cell has
-  been planned equally often. The table lists each row's current holder and how many people
-  completed that row.
+* **rows** of the Latin square: slot k takes source block ``k mod B`` with condition rotation
+  ``(k div B) mod C``, so slots k and k + B·C plan the same row; after every ``B·C`` counting
+  participants each (source, condition) cell has been planned equally often. The table lists, per
+  row, how many completed it and who is on it now.
 * **coverage**: answered main trials per (source, condition) cell, over real, not researcher-
   excluded participants, summarized per condition (min / max over sources) with the full matrix.
 """
@@ -32,12 +32,14 @@ STATUSES = ("started", "completed", "screened_out", "returned", "abandoned")
 
 @dataclass
 class SlotRow:
-    slot: int
+    """One row of the Latin square. Slots k, k + period, k + 2·period… all plan this same row."""
+
+    row: int
     block: int
     rotation: int
-    holder: str | None  # public id of the participant holding it now
-    holder_status: str | None
-    completed: int  # participants who completed with this plan slot
+    completed: int  # participants who completed with a plan slot on this row
+    in_progress: int  # started participants holding a slot on this row
+    holders: list[str]  # public ids of (up to 5 of) those in progress
 
 
 @dataclass
@@ -126,21 +128,18 @@ def monitor(session: Session, exp: Experiment) -> Monitor:
     except ValueError:
         pass
     if period:
-        holders = {
-            slot: (pub, status)
-            for slot, pub, status in session.execute(sa.select(Participant.slot, Participant.public_id, Participant.status).where(base, Participant.slot.is_not(None)))
-        }
-        completed = Counter(
-            dict(
-                session.execute(
-                    sa.select(Participant.plan_slot, sa.func.count()).where(base, Participant.status == "completed").group_by(Participant.plan_slot)
-                ).all()
-            )
-        )
-        top = max([period - 1, *holders.keys(), *completed.keys()]) if (holders or completed) else period - 1
-        for k in range(min(top + 1, 2000)):
-            h = holders.get(k)
-            slots.append(SlotRow(k, k % n_blocks, (k // n_blocks) % n_cond, h[0] if h else None, h[1] if h else None, completed.get(k, 0)))
+        completed: Counter[int] = Counter()
+        for plan_slot, n in session.execute(
+            sa.select(Participant.plan_slot, sa.func.count()).where(base, Participant.status == "completed").group_by(Participant.plan_slot)
+        ):
+            completed[plan_slot % period] += n
+        running: dict[int, list[str]] = {}
+        for slot, pub in session.execute(
+            sa.select(Participant.slot, Participant.public_id).where(base, Participant.status == "started", Participant.slot.is_not(None)).order_by(Participant.slot)
+        ):
+            running.setdefault(slot % period, []).append(pub)
+        for k in range(period):
+            slots.append(SlotRow(k, k % n_blocks, (k // n_blocks) % n_cond, completed.get(k, 0), len(running.get(k, [])), running.get(k, [])[:5]))
 
     coverage: dict[str, dict[str, int]] = defaultdict(dict)
     for source, condition, n in session.execute(

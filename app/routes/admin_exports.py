@@ -70,7 +70,8 @@ async def export(
         return StreamingResponse(streams[file], media_type=MEDIA_TYPES[ext], headers=headers)
 
     def compute() -> bytes:
-        result = exports.analyse(f, exp, options)
+        figure = file in ("accuracy_by_layer.svg", "accuracy_by_layer.png")
+        result = exports.analyse(f, exp, exports.ExportOptions(**{**options.__dict__, "n_boot": 0}) if figure else options)
         if file == "accuracy_by_layer.csv":
             return b"".join(exports.csv_chunks(exports.ACCURACY_COLUMNS, exports.accuracy_dicts(result)))
         if file in ("accuracy_by_layer.svg", "accuracy_by_layer.png"):

@@ -56,8 +56,12 @@ function liveMonitor() {
         el.textContent = formatStat(el.dataset.stat, v ?? (el.dataset.stat.startsWith("status.") ? 0 : null));
       }
       for (const row of data.slots || []) {
-        const cell = document.querySelector(`tr[data-slot="${row.slot}"] [data-slot-completed]`);
-        if (cell) cell.textContent = String(row.completed);
+        const tr = document.querySelector(`tr[data-slot="${row.row}"]`);
+        if (!tr) continue;
+        const done = tr.querySelector("[data-slot-completed]");
+        const running = tr.querySelector("[data-slot-running]");
+        if (done) done.textContent = String(row.completed);
+        if (running) running.textContent = String(row.in_progress);
       }
     } catch (_) {
       /* offline for a moment; try again next tick */
