@@ -13,7 +13,7 @@ Presets (REFERENCE §1):
     Loss ‖A(x) − A₀‖₂ / ‖A₀‖₂. Each step moves x by ``lr`` along its gradient normalized to unit
     L2 norm (per example), then clamps x to the input range. ``lr`` starts at 1 and is halved over
     ``rounds`` (8) rounds of ``round_steps`` (3000) steps. With ``patience`` set, an example whose
-    best loss has not improved (relative ``rtol``) for ``patience`` steps moves to its next round
+    best loss has not improved (by ``rtol`` relative plus ``atol`` absolute) for ``patience`` steps moves to its next round
     early, and its last round may use every step that its earlier rounds left unused; it stops
     when it plateaus in its last round or when the whole budget (rounds × round_steps) is spent.
     ``patience=None`` gives the fixed published schedule.
@@ -56,6 +56,10 @@ class Settings:
     lr_decay: float = 0.5
     patience: int | None = None  # steps without relative improvement > rtol before the next round
     rtol: float = 1e-3
+    # Improvements smaller than this (absolute, in normalized loss) do not count either: a loss that
+    # decays geometrically towards 0 always improves relatively, long after the saved 8-bit or
+    # 16-bit signal stopped changing.
+    atol: float = 1e-5
     target_loss: float | None = None  # stop an example once its loss is at or below this
     init_mean: float | None = None  # None: 0.5 for images, 0 for audio
     init_std: float | None = None  # None: 0.05 for images, 1e-7 for audio
@@ -232,7 +236,7 @@ def synthesize(
             best_loss[active] = torch.where(improved, lossd, best_loss[active])
             best_x[active] = torch.where(improved.view(-1, *([1] * (xa.dim() - 1))), xa, best_x[active])
             steps[active] += 1
-            better = lossd < round_best[active] * (1.0 - settings.rtol)
+            better = lossd < round_best[active] * (1.0 - settings.rtol) - settings.atol
             round_best[active] = torch.where(better, lossd, round_best[active])
             since_a = torch.where(better, torch.zeros_like(since[active]), since[active] + 1)
             in_round_a = in_round[active] + 1

@@ -85,6 +85,7 @@ class SynthesisSpec(_Strict):
     lr_decay: float | None = None
     patience: Annotated[int, Field(ge=1)] | None = None
     rtol: float | None = None
+    atol: float | None = None
     target_loss: float | None = None
     init_mean: float | None = None
     init_std: float | None = None
@@ -94,7 +95,7 @@ class SynthesisSpec(_Strict):
     compile: bool = False  # torch.compile the truncated model (GPU runs)
 
     def optimizer_overrides(self) -> dict[str, Any]:
-        keys = ("lr", "rounds", "round_steps", "lr_decay", "patience", "rtol", "target_loss", "init_mean", "init_std")
+        keys = ("lr", "rounds", "round_steps", "lr_decay", "patience", "rtol", "atol", "target_loss", "init_mean", "init_std")
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None} | {"fake_relu": self.fake_relu}
 
 

@@ -210,14 +210,14 @@ def main(argv: list[str] | None = None) -> int:
         base_cpu = runs[name][1]
         full = base_cpu / runs[eng][1]
         same = base_cpu / runs[label][1]
-        worse = [la for la in js.layers if summary[label][la] > summary[name][la] * (1 + 1e-6)]
-        higher = [la for la in js.layers if summary[eng][la] > summary[name][la]]
-        print(f"engine vs {name}: {full:.2f}× faster running its whole schedule "
-              f"(mean loss {'equal or lower at every layer' if not higher else 'higher at ' + ', '.join(higher)}); "
-              f"{same:.2f}× faster to reach the same loss metamer by metamer "
-              + ("(equal or lower at every layer)" if not worse else f"(HIGHER at {', '.join(worse)})")
-              + (" — ≥ 2× target met" if same >= 2.0 and not worse else " — BELOW the 2× target"))
-        ok = ok and same >= 2.0 and not worse
+        higher_full = [la for la in js.layers if summary[eng][la] > summary[name][la]]
+        higher_same = [la for la in js.layers if summary[label][la] > summary[name][la]]
+        met = (full >= 2.0 and not higher_full) or (same >= 2.0 and not higher_same)
+        print(f"engine vs {name}:")
+        print(f"  whole schedule:  {full:5.2f}× faster, mean loss " + ("equal or lower at every layer" if not higher_full else "higher at " + ", ".join(higher_full)))
+        print(f"  to the same loss: {same:5.2f}× faster, mean loss " + ("equal or lower at every layer" if not higher_same else "higher at " + ", ".join(higher_same)))
+        print("  target (≥ 2× at equal or lower loss): " + ("met" if met else "NOT met"))
+        ok = ok and met
     return 0 if ok or args.quick else 1
 
 
