@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = synth_sub.add_parser("slurm", help="write a Slurm job-array script (one GPU per shard)")
     p.add_argument("plan", type=Path)
-    p.add_argument("--out", type=Path, required=True, help="folder for the shard banks, logs and merged bank")
+    p.add_argument("--out", type=Path, help="folder for the shard banks, logs and merged bank (default: runs/<plan name>)")
     p.add_argument("--shards", type=int, help="number of array tasks (default: one per job)")
     p.add_argument("--time", default="24:00:00")
     p.add_argument("--partition")
@@ -165,6 +165,8 @@ def _slurm(args: argparse.Namespace) -> int:
         from synthesis.plan import load_plan, slurm_script
 
         load_plan(args.plan)
+        if args.out is None:
+            args.out = Path("runs") / args.plan.stem
         shards = args.shards
         if shards is None:
             # One task per job; the source count comes from the plan's folder or factory.

@@ -105,6 +105,8 @@ class NullSpec(_Strict):
     # "model": the model's own sampler of its training distribution; "sources": the plan's sources.
     source: Literal["model", "sources"] | SignalSource = "model"
     seed: int | None = None  # default: the plan's seed
+    # Another bank whose null distributions to reuse (same model checkpoint, layer and pair count).
+    reuse: str | None = None
 
 
 class Plan(_Strict):

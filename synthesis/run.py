@@ -264,6 +264,8 @@ def _batched_acts(fe: FeatureExtractor, x: torch.Tensor, device: torch.device, b
 def _write_null(p: Prepared, w: BankWriter, device: torch.device, log: Callable[[str], None]) -> None:
     plan = p.plan
     seed = plan.null.seed if plan.null.seed is not None else plan.seed
+    if plan.null.reuse:
+        _reuse_null(p, w, p.lp.resolve(plan.null.reuse), log)
     for spec in plan.models:
         missing = [la for la in p.layer_order[spec.name] if la not in w.null.get(spec.name, {})]
         if not missing:
@@ -288,6 +290,31 @@ def _write_null(p: Prepared, w: BankWriter, device: torch.device, log: Callable[
             rel = f"null/{spec.name}/{la}.json"
             sha = w.write_file(rel, dist.histogram_json(spec.name, la))
             w.set_null(spec.name, la, dist.summary(rel, sha))
+
+
+def _reuse_null(p: Prepared, w: BankWriter, other: Path, log: Callable[[str], None]) -> None:
+    """Copy null distributions from another bank where model checkpoint, layer and pair count match."""
+    from synthesis.bank import read_manifest
+
+    try:
+        m = read_manifest(other)
+    except (OSError, BankError) as exc:
+        raise PlanError([f"null.reuse: cannot read bank {other}: {exc}"]) from exc
+    theirs = {mi.name: mi for mi in m.models}
+    for spec in p.plan.models:
+        mine = p.models[spec.name]
+        info = theirs.get(spec.name)
+        if info is None or info.checkpoint_sha256 != mine.checkpoint_sha256:
+            continue
+        for la in p.layer_order[spec.name]:
+            summary = m.null.get(spec.name, {}).get(la)
+            if summary is None or la in w.null.get(spec.name, {}):
+                continue
+            if summary.histogram:
+                sha = w.write_file(summary.histogram, (other / summary.histogram).read_bytes())
+                summary = summary.model_copy(update={"histogram_sha256": sha})
+            w.set_null(spec.name, la, summary)
+            log(f"null for {spec.name}/{la} reused from {other} ({summary.n_pairs} pairs)")
 
 
 def job_done(job: Job, w: BankWriter) -> bool:

@@ -192,3 +192,17 @@ def test_cli_module_does_not_import_torch() -> None:
     code = "import sys, app.cli; app.cli.build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_null_is_reused_from_another_bank(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plan = project(tmp_path, layers=("relu2",))
+    assert cli(capsys, "run", str(plan), "--out", str(tmp_path / "first"), "--no-progress", "--max-jobs", "0")[0] == 0
+    other = write_plan(tmp_path / "other.yaml", layers=("relu2",))
+    other.write_text(other.read_text().replace("seed: 3", "seed: 9").replace("null: {pairs: 40, signals: 12}",
+                                                                           "null: {pairs: 40, signals: 12, reuse: first}"))
+    assert cli(capsys, "run", str(other), "--out", str(tmp_path / "second"), "--no-progress", "--max-jobs", "0")[0] == 0
+    first, second = read_manifest(tmp_path / "first"), read_manifest(tmp_path / "second")
+    assert second.null == first.null
+    assert second.generator.seed == 9
+    with open_bank(tmp_path / "second"):
+        pass
