@@ -119,7 +119,10 @@ def prepare(plan_path: str | Path, *, shard: tuple[int, int] | None = None) -> P
     for spec in plan.models:
         try:
             ckpt = str(lp.resolve(spec.checkpoint)) if spec.checkpoint else None
-            m = load_model(spec.model, ckpt, **spec.options)
+            options = dict(spec.options)
+            if isinstance(options.get("category_map"), str):  # a file, relative to the plan like every path
+                options["category_map"] = str(lp.resolve(options["category_map"]))
+            m = load_model(spec.model, ckpt, **options)
         except (ModelError, TypeError) as exc:
             problems.append(f"model {spec.name}: {exc}")
             continue
