@@ -11,6 +11,7 @@ slot numbers, so the cap also holds under concurrency.
 from __future__ import annotations
 
 import datetime as dt
+import random
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from app.design import NATURAL, plan_trials
 from app.experiments import ExperimentContext, context_for
@@ -45,10 +46,20 @@ def token_for(secret_key: str, p: Participant) -> str:
     return participant_token(secret_key, p.public_id, p.token_salt)
 
 
+# Built once: every participant request runs it, and building a statement costs more CPU than
+# running it. The experiment comes in the same query (every participant request needs it next),
+# minus its spec JSON, which the per-process ExperimentContext cache already holds.
+_BY_TOKEN = (
+    sa.select(Participant)
+    .where(Participant.token_hash == sa.bindparam("token_hash"))
+    .options(joinedload(Participant.experiment, innerjoin=True).defer(Experiment.spec))
+)
+
+
 def authenticate(session: Session, token: str) -> Participant | None:
     if not token or len(token) > 200:
         return None
-    return session.scalar(sa.select(Participant).where(Participant.token_hash == token_hash(token)))
+    return session.scalar(_BY_TOKEN, {"token_hash": token_hash(token)})
 
 
 def touch(p: Participant, now: dt.datetime | None = None) -> None:
@@ -167,12 +178,15 @@ def enter(
     attempt = (previous[-1].attempt + 1) if previous else 1
     sweep_abandoned(session, exp, spec.abandon_after_minutes)
     session.commit()
-    for _ in range(MAX_SLOT_RETRIES):
+    for attempt_no in range(MAX_SLOT_RETRIES):
         slots = free_slots(session, exp.id, spec.max_participants)
         if not slots:
             return Entry("full")
-        # Always the lowest free slot, so the first N counting participants fill rows 0..N-1.
-        slot = slots[0]
+        # The lowest free slot, so the first N counting participants fill rows 0..N-1. After a
+        # collision (arrivals at the same moment all see the same lowest slot) spread out over the
+        # next few free ones, so a burst of arrivals does not retry in lock step; the next
+        # arrivals fill any gap left, because they again take the lowest.
+        slot = slots[0] if attempt_no == 0 else random.choice(slots[: 2 + attempt_no])
         p = _new_participant(exp, arrival, slot, attempt, user_agent, secret_key)
         session.add(p)
         try:

@@ -8,6 +8,7 @@ a *different* payload for an answered trial is a conflict (HTTP 409) and changes
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -15,7 +16,6 @@ from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.experiments import ExperimentContext
@@ -96,72 +96,126 @@ def gate_status(session: Session, p: Participant, ctx: ExperimentContext) -> Lit
     if n == 0:
         return "passed"
     rows = session.execute(
-        sa.select(Response.correct).join(Trial, Trial.id == Response.trial_id).where(Response.participant_id == p.id, Trial.phase == "gate")
+        sa.select(Response.correct)
+        .join(Trial, Trial.id == Response.trial_id)
+        # Trial.participant_id too, so the trials index is used (not a scan of every plan).
+        .where(Response.participant_id == p.id, Trial.participant_id == p.id, Trial.phase == "gate")
     ).all()
     if len(rows) < n:
         return "pending"
     return "passed" if sum(1 for (c,) in rows if c) >= ctx.spec.gate.min_correct else "failed"
 
 
+_T = Trial.__table__
+_R = Response.__table__
+
+
+def _trial_facts(with_gate: bool) -> sa.Select[Any]:
+    """One query for everything a save needs to decide: the trial, any answer already stored for
+    it, the gate tally (answered, correct) and the phase of the first *other* unanswered trial
+    (the next stage once this one is answered). Saves are the hot path: one round trip here
+    replaces five. Parameters ``pid`` (participant id) and ``idx`` (trial index); every lookup
+    goes through the (participant_id, index) indexes, so it costs the same at any study size."""
+    pid, idx = sa.bindparam("pid", type_=sa.Integer), sa.bindparam("idx", type_=sa.Integer)
+    t3, r3 = _T.alias("nt"), _R.alias("nr")
+    next_phase = (
+        sa.select(t3.c.phase)
+        .select_from(t3.outerjoin(r3, sa.and_(r3.c.participant_id == t3.c.participant_id, r3.c.trial_index == t3.c.index)))
+        .where(t3.c.participant_id == pid, r3.c.id.is_(None), t3.c.index != idx)
+        .order_by(t3.c.index)
+        .limit(1)
+        .scalar_subquery()
+    )
+    cols: list[Any] = [_T.c.id, _T.c.phase, _T.c.label, _R.c.payload_sha256, _R.c.correct, next_phase.label("next_phase")]
+    joined = _T.outerjoin(_R, _R.c.trial_id == _T.c.id)
+    if with_gate:
+        t2, r2 = _T.alias("gt"), _R.alias("gr")
+        g = (
+            sa.select(sa.func.count(r2.c.id).label("gate_answered"), sa.func.count(r2.c.id).filter(r2.c.correct.is_(True)).label("gate_correct"))
+            .select_from(t2.join(r2, sa.and_(r2.c.participant_id == t2.c.participant_id, r2.c.trial_index == t2.c.index)))
+            .where(t2.c.participant_id == pid, t2.c.phase == "gate")
+            .subquery("gate")
+        )
+        cols += [g.c.gate_answered, g.c.gate_correct]
+        joined = joined.join(g, sa.true())
+    return sa.select(*cols).select_from(joined).where(_T.c.participant_id == pid, _T.c.index == idx)
+
+
+_FACTS = {True: _trial_facts(True), False: _trial_facts(False)}
+
+
+@functools.cache
+def _insert_response(dialect: str) -> Any:
+    """``INSERT INTO responses … ON CONFLICT DO NOTHING RETURNING id`` for PostgreSQL or SQLite,
+    built once per dialect (values are bound at execution)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(_R).on_conflict_do_nothing().returning(_R.c.id)
+
+
 def save_response(session: Session, p: Participant, ctx: ExperimentContext, data: ResponseIn) -> SaveResult:
-    """Store one answer (or recognize a retry). Raises SaveError for anything that must not be stored."""
+    """Store one answer (or recognize a retry). Raises SaveError for anything that must not be stored.
+
+    Two statements: :func:`_trial_facts`, then ``INSERT … ON CONFLICT DO NOTHING`` (no savepoint);
+    when a concurrent request stored the trial first, the insert returns nothing and the request
+    is answered as that retry would be.
+    """
     digest = data.payload_sha256()
-    existing = session.scalar(sa.select(Response).where(Response.participant_id == p.id, Response.trial_index == data.trial_index))
-    if existing is not None:
-        return _repeat(session, p, ctx, existing, digest)
+    gate_n = ctx.spec.gate.trials
+    row = session.execute(_FACTS[gate_n > 0], {"pid": p.id, "idx": data.trial_index}).first()
+    if row is not None and row.payload_sha256 is not None:
+        return _repeat(p, ctx, row.payload_sha256, row.correct, row.phase, data.trial_index, digest, row.next_phase)
     if p.status != "started":
         raise SaveError(409, f"this session has ended ({p.status.replace('_', ' ')}); no more answers are accepted")
-    trial = session.scalar(sa.select(Trial).where(Trial.participant_id == p.id, Trial.index == data.trial_index))
-    if trial is None:
+    if row is None:
         raise SaveError(422, f"trial_index {data.trial_index} is not one of your trials")
-    if trial.phase in ("main", "catch") and ctx.spec.gate.trials and gate_status(session, p, ctx) != "passed":
-        raise SaveError(409, "the practice gate has not been passed yet")
-    if headphone_pending(p, ctx) and (ctx.spec.headphone.position != "before_main" or trial.phase in ("main", "catch")):
+    phase = row.phase
+    if phase in ("main", "catch") and gate_n:
+        if row.gate_answered < gate_n or row.gate_correct < ctx.spec.gate.min_correct:
+            raise SaveError(409, "the practice gate has not been passed yet")
+    if headphone_pending(p, ctx) and (ctx.spec.headphone.position != "before_main" or phase in ("main", "catch")):
         raise SaveError(409, "the headphone check has not been passed yet")
     if data.answer not in allowed_answers(ctx):
         raise SaveError(422, f"answer {data.answer[:50]!r} is not one of the response options")
-    correct = data.answer == trial.label
-    row = Response(
-        participant_id=p.id,
-        trial_id=trial.id,
-        trial_index=trial.index,
-        answer=data.answer,
-        correct=correct,
-        rt_ms=data.rt_ms,
-        shown_at=_epoch_ms(data.shown_at),
-        responded_at=_epoch_ms(data.responded_at),
-        received_at=utcnow(),
-        durations=data.durations,
-        events=[e.model_dump(exclude_none=True) for e in data.events] if data.events else None,
-        client=data.client,
-        payload_sha256=digest,
-    )
-    try:
-        with session.begin_nested():
-            session.add(row)
-            session.flush()
-    except IntegrityError:
+    correct = data.answer == row.label
+    values = {
+        "participant_id": p.id,
+        "trial_id": row.id,
+        "trial_index": data.trial_index,
+        "answer": data.answer,
+        "correct": correct,
+        "rt_ms": data.rt_ms,
+        "shown_at": _epoch_ms(data.shown_at),
+        "responded_at": _epoch_ms(data.responded_at),
+        "received_at": utcnow(),
+        "durations": data.durations,
+        "events": [e.model_dump(exclude_none=True) for e in data.events] if data.events else None,
+        "client": data.client,
+        "payload_sha256": digest,
+    }
+    if session.execute(_insert_response(session.get_bind().dialect.name), values).first() is None:
         # Another request (a second tab, a retry racing the first try) stored this trial first.
-        existing = session.scalar(sa.select(Response).where(Response.participant_id == p.id, Response.trial_index == data.trial_index))
+        existing = session.execute(sa.select(_R.c.payload_sha256, _R.c.correct).where(_R.c.participant_id == p.id, _R.c.trial_index == data.trial_index)).first()
         if existing is None:
-            raise
-        return _repeat(session, p, ctx, existing, digest)
+            raise SaveError(503, "the answer could not be stored; please retry")
+        return _repeat(p, ctx, existing.payload_sha256, existing.correct, phase, data.trial_index, digest, row.next_phase)
     touch(p)
     ended = None
-    if trial.phase == "gate" and gate_status(session, p, ctx) == "failed":
+    if phase == "gate" and gate_status(session, p, ctx) == "failed":
         end_session(p, "screened_out", "screened_out", "failed the practice gate")
         ended = ended_info(p, ctx)
-    reveal = trial.phase == "practice" and ctx.spec.practice.feedback
-    return SaveResult(duplicate=False, correct=correct if reveal else None, stage=stage_of(session, p, ctx), ended=ended)
+    reveal = phase == "practice" and ctx.spec.practice.feedback
+    return SaveResult(duplicate=False, correct=correct if reveal else None, stage=stage_of(session, p, ctx, next_phase=row.next_phase), ended=ended)
 
 
-def _repeat(session: Session, p: Participant, ctx: ExperimentContext, existing: Response, digest: str) -> SaveResult:
-    if existing.payload_sha256 != digest:
-        raise SaveError(409, f"trial {existing.trial_index} was already answered with a different response; the first answer is kept")
-    trial = session.get(Trial, existing.trial_id)
-    reveal = trial is not None and trial.phase == "practice" and ctx.spec.practice.feedback
+def _repeat(p: Participant, ctx: ExperimentContext, stored_sha: str, stored_correct: bool, phase: str, index: int, digest: str, next_phase: str | None) -> SaveResult:
+    if stored_sha != digest:
+        raise SaveError(409, f"trial {index} was already answered with a different response; the first answer is kept")
+    reveal = phase == "practice" and ctx.spec.practice.feedback
     ended = ended_info(p, ctx) if p.status != "started" else None
-    return SaveResult(duplicate=True, correct=existing.correct if reveal else None, stage=stage_of(session, p, ctx), ended=ended)
+    return SaveResult(duplicate=True, correct=stored_correct if reveal else None, stage=stage_of(None, p, ctx, next_phase=next_phase), ended=ended)
 
 
 def headphone_pending(p: Participant, ctx: ExperimentContext) -> bool:
@@ -190,10 +244,15 @@ def next_unanswered_phase(session: Session, p: Participant, answered: list[int] 
     return session.scalar(missing)
 
 
-def stage_of(session: Session, p: Participant, ctx: ExperimentContext, answered: list[int] | None = None) -> str:
+_UNKNOWN: Any = object()
+
+
+def stage_of(session: Session | None, p: Participant, ctx: ExperimentContext, answered: list[int] | None = None, *, next_phase: str | None = _UNKNOWN) -> str:
     """Where the participant is: consent | instructions | headphone | practice | gate | main | debrief | ended.
 
     Derived from stored facts only, so a reload (or another tab) always lands in the same place.
+    ``next_phase``, when the caller already knows it, is the phase of the first unanswered trial
+    (None: all answered); otherwise it is queried.
     """
     if p.status != "started":
         return "ended"
@@ -206,7 +265,11 @@ def stage_of(session: Session, p: Participant, ctx: ExperimentContext, answered:
         return "instructions"
     if hp.position == "before_practice" and headphone_pending(p, ctx):
         return "headphone"
-    phase = next_unanswered_phase(session, p, answered)
+    if next_phase is _UNKNOWN:
+        assert session is not None
+        phase = next_unanswered_phase(session, p, answered)
+    else:
+        phase = next_phase
     if phase is None:
         return "debrief"
     if phase in ("main", "catch"):
@@ -244,7 +307,7 @@ def complete(session: Session, p: Participant, ctx: ExperimentContext) -> dict[s
             sa.select(sa.func.count())
             .select_from(Response)
             .join(Trial, Trial.id == Response.trial_id)
-            .where(Response.participant_id == p.id, Trial.phase == "catch", Response.correct.is_(True))
+            .where(Response.participant_id == p.id, Trial.participant_id == p.id, Trial.phase == "catch", Response.correct.is_(True))
         ) or 0
         if n_ok < min_catch:
             outcome = "failed_attention"

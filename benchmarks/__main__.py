@@ -12,6 +12,7 @@ import sys
 BENCHMARKS: dict[str, str] = {
     "synthesis": "benchmarks.synthesis.compare",
     "synthesis-gpu": "benchmarks.synthesis.gpu",
+    "load": "benchmarks.load.__main__",
 }
 
 

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from app.deps import current_participant, db
+from app.deps import db, participant_token, require_participant
 from app.experiments import ExperimentContext, context_for
 from app.models import Experiment, Participant, ParticipantEvent, Stimulus, Trial, utcnow
 from app.participants import touch
@@ -177,8 +177,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/session", response_model=SessionOut, responses=ERRORS)
-def get_session(p: Participant = Depends(current_participant), session: Session = Depends(db)) -> SessionOut:
+def get_session(token: str = Depends(participant_token), session: Session = Depends(db)) -> SessionOut:
     """Everything the runner needs to show the participant's next screen, also after a reload."""
+    p = require_participant(session, token)
     exp = session.get(Experiment, p.experiment_id)
     assert exp is not None
     ctx = context_for(session, exp)
@@ -215,8 +216,9 @@ def _require_started(p: Participant) -> None:
 
 
 @router.post("/session/consent", response_model=StageOut, responses=ERRORS)
-def give_consent(body: ConsentIn, p: Participant = Depends(current_participant), session: Session = Depends(db)) -> Any:
+def give_consent(body: ConsentIn, token: str = Depends(participant_token), session: Session = Depends(db)) -> Any:
     """Record consent (once; repeating it is harmless) and the browser's properties."""
+    p = require_participant(session, token)
     try:
         _require_started(p)
     except SaveError as exc:
@@ -230,8 +232,9 @@ def give_consent(body: ConsentIn, p: Participant = Depends(current_participant),
 
 
 @router.post("/session/instructions", response_model=StageOut, responses=ERRORS)
-def finish_instructions(p: Participant = Depends(current_participant), session: Session = Depends(db)) -> Any:
+def finish_instructions(token: str = Depends(participant_token), session: Session = Depends(db)) -> Any:
     """Mark the instructions as read, so a reload does not show them again."""
+    p = require_participant(session, token)
     try:
         _require_started(p)
         if p.consent_at is None:
@@ -251,9 +254,10 @@ def finish_instructions(p: Participant = Depends(current_participant), session: 
     status_code=201,
     responses={**ERRORS, 200: {"model": SaveOut, "description": "an identical retry of a stored response"}, 422: {"model": ErrorOut}},
 )
-def post_response(body: ResponseIn, p: Participant = Depends(current_participant), session: Session = Depends(db)) -> Any:
+def post_response(body: ResponseIn, token: str = Depends(participant_token), session: Session = Depends(db)) -> Any:
     """Save one answer as it happens. Idempotent: an identical retry returns 200 and changes nothing;
     a different answer to an answered trial returns 409 and changes nothing."""
+    p = require_participant(session, token)
     ctx = _context(session, p)
     try:
         result = save_response(session, p, ctx, body)
@@ -266,8 +270,9 @@ def post_response(body: ResponseIn, p: Participant = Depends(current_participant
 
 
 @router.post("/session/complete", response_model=EndedOut, responses=ERRORS)
-def post_complete(p: Participant = Depends(current_participant), session: Session = Depends(db)) -> Any:
+def post_complete(token: str = Depends(participant_token), session: Session = Depends(db)) -> Any:
     """Finish the session when every answer is stored; returns where the browser should go."""
+    p = require_participant(session, token)
     try:
         info = complete(session, p, _context(session, p))
         session.commit()
@@ -278,8 +283,9 @@ def post_complete(p: Participant = Depends(current_participant), session: Sessio
 
 
 @router.post("/session/events", responses=ERRORS)
-def post_events(body: EventsIn, p: Participant = Depends(current_participant), session: Session = Depends(db)) -> dict[str, int]:
+def post_events(body: EventsIn, token: str = Depends(participant_token), session: Session = Depends(db)) -> dict[str, int]:
     """Store browser reports that are not answers, e.g. a stimulus that failed to load."""
+    p = require_participant(session, token)
     for e in body.events:
         session.add(
             ParticipantEvent(

@@ -1,29 +1,97 @@
-"""Stimulus media by content hash: cached forever (immutable), with HTTP range requests for audio."""
+"""Stimulus media by content hash: cached forever (immutable), with HTTP range requests for audio.
+
+Every participant fetches every stimulus of their plan once, so under load media requests are as
+frequent as saved answers. Files are immutable (named by their sha256), so each process keeps
+the small ones in memory (:class:`MediaCache`) and answers a whole-file request without a thread
+hop or a file read; range requests and large files go through Starlette's ``FileResponse``.
+"""
 
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
+from pathlib import Path
+from threading import Lock
 
-from fastapi import APIRouter, Depends, HTTPException
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import FileResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from app.deps import Runtime, runtime
 from synthesis.media import MIME_TYPES
 
 router = APIRouter(tags=["media"])
 NAME = re.compile(r"^([0-9a-f]{64})(\.png|\.wav)$")
+CACHE_CONTROL = "public, max-age=31536000, immutable"
+
+
+class MediaCache:
+    """Least-recently-used file contents, at most ``max_bytes`` in all and ``max_file`` each (bytes)."""
+
+    def __init__(self, max_bytes: int = 64 * 1024**2, max_file: int = 1024**2) -> None:
+        self.max_bytes = max_bytes
+        self.max_file = max_file
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._size = 0
+        self._lock = Lock()
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            data = self._items.get(key)
+            if data is not None:
+                self._items.move_to_end(key)
+            return data
+
+    def put(self, key: str, data: bytes) -> None:
+        if len(data) > self.max_file:
+            return
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = data
+            self._size += len(data)
+            while self._size > self.max_bytes:
+                _, old = self._items.popitem(last=False)
+                self._size -= len(old)
+
+
+_cache = MediaCache()
+
+
+def _read_small(path: Path, limit: int) -> bytes | None:
+    """The file's bytes if it exists and is at most ``limit`` bytes; None if missing; b"" if large."""
+    try:
+        if path.stat().st_size > limit:
+            return b""
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 @router.get("/media/{name}", summary="A stimulus file by sha256")
-def media(name: str, rt: Runtime = Depends(runtime)) -> FileResponse:
+async def media(name: str, request: Request, rt: Runtime = Depends(runtime)) -> Response:
     m = NAME.match(name)
     if not m:
         raise HTTPException(status_code=404, detail="no such media")
-    path = rt.store.path_for(m.group(1), m.group(2))
-    if not path.is_file():
+    sha, ext = m.group(1), m.group(2)
+    path = rt.store.path_for(sha, ext)
+    etag = f'"{sha}"'
+    headers = {"Cache-Control": CACHE_CONTROL, "ETag": etag, "Accept-Ranges": "bytes"}
+    if "range" not in request.headers:
+        data = _cache.get(name)
+        # A cached file may since have been deleted with its (unused) set: a stat is microseconds.
+        if data is not None and not path.is_file():
+            data = None
+        if data is None:
+            data = await run_in_threadpool(_read_small, path, _cache.max_file)
+            if data is None:
+                raise HTTPException(status_code=404, detail="no such media")
+            if data:
+                _cache.put(name, data)
+        if data:
+            if request.headers.get("if-none-match") == etag:
+                return Response(status_code=304, headers=headers)
+            return Response(content=data, media_type=MIME_TYPES[ext], headers=headers)
+    if not await run_in_threadpool(path.is_file):
         raise HTTPException(status_code=404, detail="no such media")
-    return FileResponse(
-        path,
-        media_type=MIME_TYPES[m.group(2)],
-        headers={"Cache-Control": "public, max-age=31536000, immutable", "ETag": f'"{m.group(1)}"'},
-    )
+    return FileResponse(path, media_type=MIME_TYPES[ext], headers={"Cache-Control": CACHE_CONTROL, "ETag": etag})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -19,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the full report as JSON here")
     args = ap.parse_args(argv)
     cfg = Config(**{f.name: getattr(args, f.name) for f in fields(Config)})
+    # On SIGTERM still run the clean-up (stop uvicorn, drop the throwaway database).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     report = run(cfg)
     print(format_report(report))
     if args.json:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.load import stack
-from benchmarks.load.participant import Plan, Recorder, persistent, run_participant
+from benchmarks.load.participant import Plan, Recorder, run_participant
 from benchmarks.load.verify import Audit, audit
 from benchmarks.load.wire import Browser
 
@@ -75,6 +75,25 @@ def _cpu_of_tree(root_pid: int) -> float:
     return total
 
 
+def _cpu_of_command(name: str) -> float:
+    """CPU seconds of every process whose command name is ``name`` (e.g. all PostgreSQL backends;
+    on a shared server this includes other clients' work)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+        if comm == name or comm.startswith(name + ":"):
+            fields = raw.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def _self_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -100,6 +119,12 @@ async def open_loop(cfg: Config, port: int, slug: str, rec: Recorder) -> dict[st
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(run_participant(plan, rec, f"L{i:06d}")))
+    # A participant retries forever, as the runner does; the benchmark does not wait forever.
+    n_trials = 12 + cfg.sources
+    budget = cfg.ramp_s + n_trials * cfg.interval_s * 1.5 + 120
+    done, pending = await asyncio.wait(tasks, timeout=max(0.0, budget - (time.perf_counter() - t0)))
+    for t in pending:
+        t.cancel()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     sampler_stop.set()
     await sampler
@@ -113,7 +138,11 @@ async def open_loop(cfg: Config, port: int, slug: str, rec: Recorder) -> dict[st
 async def saturate(cfg: Config, port: int, slug: str, rec: Recorder) -> dict[str, Any]:
     plan = Plan("127.0.0.1", port, slug, interval_s=0.0, fetch_media=False)
     n0 = len(rec.save_done_at)
-    results = await asyncio.gather(*(run_participant(plan, rec, f"S{i:06d}") for i in range(cfg.sat_clients)), return_exceptions=True)
+    tasks = [asyncio.create_task(run_participant(plan, rec, f"S{i:06d}")) for i in range(cfg.sat_clients)]
+    _, pending = await asyncio.wait(tasks, timeout=300)
+    for t in pending:
+        t.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
     done = np.array(rec.save_done_at[n0:])
     lat = rec.latency["save"][-len(done) :] if len(done) else []
     # Throughput over the middle 80 % of saves, to leave out the staggered start and finish.
@@ -147,6 +176,26 @@ async def ceiling(cfg: Config, port: int) -> dict[str, Any]:
     return {"requests_per_s": (hi - lo) / (d[hi] - d[lo]), "requests": len(d), "latency": summary(lat)}
 
 
+class CpuMeter:
+    """CPU used since creation by the app (uvicorn and workers), PostgreSQL and this generator."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.pid = server_pid
+        self.t0 = time.perf_counter()
+        self.start = self._now()
+
+    def _now(self) -> dict[str, float]:
+        return {"app": _cpu_of_tree(self.pid), "postgres": _cpu_of_command("postgres"), "generator": _self_cpu()}
+
+    def seconds(self) -> dict[str, float]:
+        now = self._now()
+        return {k: now[k] - self.start[k] for k in now}
+
+    def cores(self) -> dict[str, float]:
+        dt = time.perf_counter() - self.t0
+        return {k: v / dt for k, v in self.seconds().items()}
+
+
 def run(cfg: Config) -> dict[str, Any]:
     import uvloop
 
@@ -163,11 +212,9 @@ def run(cfg: Config) -> dict[str, Any]:
         with stack.uvicorn_server("app.asgi:app", workers=cfg.workers, env=env, log=log) as server:
             port, pids = server.port, server.pid
             print(f"[load] app on :{port} with {cfg.workers} workers; {cfg.participants} participants arriving over {cfg.ramp_s:.0f} s", flush=True)
-            cpu0, srv0, t0 = _self_cpu(), _cpu_of_tree(pids), time.perf_counter()
+            meter = CpuMeter(pids)
             report["open_loop"] = uvloop.run(open_loop(cfg, port, slug, rec))
-            cpu1, srv1, t1 = _self_cpu(), _cpu_of_tree(pids), time.perf_counter()
-            report["open_loop"]["generator_cpu_share"] = (cpu1 - cpu0) / (t1 - t0)
-            report["open_loop"]["server_cpu_share"] = (srv1 - srv0) / (t1 - t0)
+            report["open_loop"]["cpu_cores"] = meter.cores()
             n_save = len(rec.latency["save"])
             n_state = len(rec.latency["state"])
             report["open_loop"]["save"] = summary(rec.latency["save"])
@@ -190,7 +237,12 @@ def run(cfg: Config) -> dict[str, Any]:
             report["open_loop"]["network_errors"] = dict(rec.network_errors)
             report["open_loop"]["statuses"] = {f"{k} {s}": n for (k, s), n in sorted(rec.statuses.items())}
             print("[load] open loop done; saturating the save endpoint", flush=True)
+            meter = CpuMeter(pids)
+            n0 = len(rec.latency["save"])
             report["saturation"] = uvloop.run(saturate(cfg, port, slug, rec))
+            used = meter.seconds()
+            n_sat = max(1, len(rec.latency["save"]) - n0)
+            report["saturation"]["cpu_ms_per_save"] = {k: v / n_sat * 1000 for k, v in used.items()}
             assert len(rec.latency["save"]) >= n_save and len(rec.latency["state"]) >= n_state
         with stack.uvicorn_server("benchmarks.load.bare:app", workers=cfg.workers, env=env, log=log) as server:
             print("[load] measuring the bare-endpoint ceiling", flush=True)
@@ -227,9 +279,11 @@ def format_report(r: dict[str, Any]) -> str:
         f"  state         {lat(ol['state'])}",
         f"  media         {lat(ol['media'])}",
         f"  enter         {lat(ol['enter'])}",
-        f"  generator lag p99 {ol['lag']['p99_ms']:.1f} ms; generator CPU {ol['generator_cpu_share']:.2f} cores, app CPU {ol['server_cpu_share']:.2f} cores",
+        f"  CPU (cores)   app {ol['cpu_cores']['app']:.2f}, PostgreSQL {ol['cpu_cores']['postgres']:.2f} (all clients of the server), "
+        f"generator {ol['cpu_cores']['generator']:.2f}; generator lag p99 {ol['lag']['p99_ms']:.1f} ms",
         f"  retries {ol['retries']}, network errors {sum(ol['network_errors'].values())}, session failures {ol['n_failures']}",
-        f"  saturation    {sat['saves_per_s']:.0f} saves/s with {cfg['sat_clients']} clients (save {lat(sat['latency'])})",
+        f"  saturation    {sat['saves_per_s']:.0f} saves/s with {cfg['sat_clients']} clients (save {lat(sat['latency'])}); "
+        f"CPU per save: app {sat['cpu_ms_per_save']['app']:.2f} ms, PostgreSQL {sat['cpu_ms_per_save']['postgres']:.2f} ms",
         f"  ceiling       {ceil['requests_per_s']:.0f} requests/s on a bare FastAPI endpoint; ratio {ceil['ratio']:.2f}",
         f"  audit         confirmed {au['confirmed']}, stored {au['stored']}, lost {au['lost']}, duplicated {au['duplicated']}, "
         f"mismatched {au['mismatched']}, unexpected {au['unexpected']}, refused {au['n_refused']}; "
