@@ -257,7 +257,7 @@ class Cochleagram(nn.Module):
     def __init__(self, config: CochleagramConfig | str = "demo") -> None:
         super().__init__()
         self.config = preset(config) if isinstance(config, str) else config
-        self._cache: dict[tuple[int, torch.device], torch.Tensor] = {}  # gains per input length
+        self._cache: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # per input length
         cfg = self.config
         # The kernel cut into blocks of ``factor`` taps: tap j·factor + r is weight [r, j]
         # (zero-padded past the last tap); see :meth:`forward`.
@@ -273,32 +273,35 @@ class Cochleagram(nn.Module):
         c = self.config
         return f"preset={c.name!r}, {c.sample_rate} Hz, {c.channels} channels, {c.env_rate} Hz envelopes"
 
-    def gains(self, samples: int, device: torch.device) -> torch.Tensor:
-        """Filter gains for a ``samples``-long input, laid out for :meth:`envelopes`.
+    def gains(self, samples: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The filterbank for a ``samples``-long input as a sparse map, laid out for :meth:`envelopes`.
 
-        Shape ``[channels, R, M]`` with ``M = samples / envelope_stride`` and the rFFT bins k
-        split as k = r·M + m (zero beyond the last bin). The gains include the one-sided-spectrum
-        weights (1 at DC and Nyquist, 2 elsewhere) that turn a filtered rFFT into the analytic
-        signal, and the 1/stride that the shorter inverse FFT needs.
+        Each channel passes only a narrow range of rFFT bins (under 8 % of channels × bins are
+        nonzero for the presets), so the bank is stored as its nonzero entries: ``bins`` (rFFT bin
+        k), ``slots`` (where the entry lands: channel·M + k mod M, M = samples / envelope_stride)
+        and ``values`` (the gain, times the one-sided-spectrum weight — 1 at DC and Nyquist,
+        2 elsewhere — that makes the analytic signal, and the 1/stride of the shorter inverse FFT).
         """
         key = (samples, device)
-        g = self._cache.get(key)
-        if g is None:
+        cached = self._cache.get(key)
+        if cached is None:
             gains, _ = filterbank(self.config, samples)
             weights = np.full(gains.shape[1], 2.0)
             weights[0] = 1.0
             if samples % 2 == 0:
                 weights[-1] = 1.0
             m = samples // self.config.envelope_stride
-            f = gains.shape[1]
-            r = -(-f // m)
-            folded = np.zeros((gains.shape[0], r * m))
-            folded[:, :f] = gains * weights / self.config.envelope_stride
-            g = torch.tensor(folded.reshape(gains.shape[0], r, m), dtype=torch.float32, device=device)
+            channel, k = np.nonzero(gains)
+            values = gains[channel, k] * weights[k] / self.config.envelope_stride
+            cached = (
+                torch.tensor(k, dtype=torch.long, device=device),
+                torch.tensor(channel * m + k % m, dtype=torch.long, device=device),
+                torch.tensor(values, dtype=torch.float32, device=device),
+            )
             if len(self._cache) >= 8:  # lengths rarely vary; keep the cache from growing without bound
                 self._cache.clear()
-            self._cache[key] = g
-        return g
+            self._cache[key] = cached
+        return cached
 
     def envelopes(self, wave: torch.Tensor) -> torch.Tensor:
         """Hilbert envelopes ``[B, channels, ceil(T / envelope_stride)]`` at every
@@ -314,15 +317,13 @@ class Cochleagram(nn.Module):
         if x.shape[-1] % stride:
             x = torch.nn.functional.pad(x, (0, stride - x.shape[-1] % stride))
         n = x.shape[-1]
-        g = self.gains(n, x.device)  # [C, R, M]
-        _, r, m = g.shape
-        spec = torch.fft.rfft(x.float(), n=n)  # [B, F]
-        spec = torch.nn.functional.pad(spec, (0, r * m - spec.shape[-1]))
-        parts = torch.view_as_real(spec).reshape(x.shape[0], 1, r, m, 2)
-        band = parts[:, :, 0] * g[:, 0, :, None]  # [B, C, M, 2]: filtered and folded
-        for k in range(1, r):  # one block at a time: never materialize [B, C, R, M, 2]
-            band = band + parts[:, :, k] * g[:, k, :, None]
-        return torch.fft.ifft(torch.view_as_complex(band.contiguous()), n=m).abs()
+        m = n // stride
+        bins, slots, values = self.gains(n, x.device)
+        spec = torch.view_as_real(torch.fft.rfft(x.float(), n=n))  # [B, F, 2]
+        picked = spec[:, bins] * values[:, None]  # the nonzero filter outputs, [B, nonzero, 2]
+        band = spec.new_zeros(x.shape[0], self.config.channels * m, 2).index_add(1, slots, picked)
+        band = torch.view_as_complex(band).reshape(x.shape[0], self.config.channels, m)  # filtered, folded
+        return torch.fft.ifft(band, n=m).abs()
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         if wave.dim() == 1:

@@ -9,6 +9,7 @@ Usage: python -m benchmarks.synthesis.plenoptic_worker JOBSET OUT.pt THREADS [qu
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -50,7 +51,9 @@ def main() -> int:
             init = initial_signal(m.input_shape, js.seed, sid, m.input.kind, js.settings, m.input.range)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                met = po.Metamer(js.sources[i : i + 1], model)
+                # Its range penalty defaults to images' [0, 1]; waveforms live in [-1, 1].
+                penalty = functools.partial(po.regularize.penalize_range, allowed_range=tuple(m.input.range))
+                met = po.Metamer(js.sources[i : i + 1], model, penalty_function=penalty)
                 met.setup(initial_image=init.unsqueeze(0))
                 met.synthesize(max_iter=js.settings.max_steps)
             xs.append(met.metamer.detach().clamp(*m.input.range)[0])

@@ -131,10 +131,15 @@ def speak(utterances: Sequence[Utterance], workers: int = 2) -> dict[Utterance, 
     return {u: trim(resample(w, SPEECH_RATE, SAMPLE_RATE), SAMPLE_RATE) for u, w in zip(unique, waves, strict=True)}
 
 
-def babble_pool(voice_variants: Sequence[str], *, seed: int, n: int = 32, workers: int = 2) -> list[np.ndarray]:
+def babble_utterances(voice_variants: Sequence[str], *, seed: int, n: int = 32) -> list[Utterance]:
     """Sentences without any vocabulary word, in random voices: material for babble noise."""
     rng = np.random.default_rng(seed)
-    utts = [random_utterance(BABBLE_SENTENCES[i % len(BABBLE_SENTENCES)], rng, voice_variants) for i in range(n)]
+    return [random_utterance(BABBLE_SENTENCES[i % len(BABBLE_SENTENCES)], rng, voice_variants) for i in range(n)]
+
+
+def babble_pool(voice_variants: Sequence[str], *, seed: int, n: int = 32, workers: int = 2) -> list[np.ndarray]:
+    """The babble sentences of :func:`babble_utterances`, spoken."""
+    utts = babble_utterances(voice_variants, seed=seed, n=n)
     spoken = speak(utts, workers)
     return [spoken[u] for u in utts]
 
@@ -157,8 +162,10 @@ def training_clips(n: int, *, seed: int, workers: int = 2) -> tuple[np.ndarray, 
     """``n`` augmented clips from the training voices: (clips ``[n, 16000]``, labels ``[n]``)."""
     tv = train_variants()
     specs = random_specs(n, tv, seed=seed)
-    babble = babble_pool(tv, seed=seed + 1, workers=workers) if any(s.noise == "babble" for s in specs) else []
-    return render(specs, babble, workers=workers), np.array([s.label for s in specs], dtype=np.int64)
+    babble_utts = babble_utterances(tv, seed=seed + 1) if any(s.noise == "babble" for s in specs) else []
+    spoken = speak(babble_utts + [s.utterance for s in specs], workers)  # one batch of processes
+    babble = [spoken[u] for u in babble_utts]
+    return render(specs, babble, spoken=spoken), np.array([s.label for s in specs], dtype=np.int64)
 
 
 # ----------------------------------------------------------------------------------------------
