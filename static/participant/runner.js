@@ -191,8 +191,10 @@ class Runner {
         this.mainCleared = true;
       }
       await this.transition(prev, t, mainTotal);
-      this.loader.prefetch(trials.slice(k + 1, k + 1 + PREFETCH_AHEAD).map((x) => x.media));
-      await this.runTrial(t, isMain(t) ? { done: this.mainDone(), total: mainTotal } : null);
+      // Later trials' media load while this one waits for the answer, not while its stimulus is
+      // on screen: fetching and decoding compete with frame-locked presentation for the CPU.
+      const prefetch = () => this.loader.prefetch(trials.slice(k + 1, k + 1 + PREFETCH_AHEAD).map((x) => x.media));
+      await this.runTrial(t, isMain(t) ? { done: this.mainDone(), total: mainTotal } : null, prefetch);
       prev = t;
     }
     this.state.stage = "debrief";
@@ -205,8 +207,14 @@ class Runner {
   // Wait until every answer is stored, then reload the server's view (gate result, headphone check).
   async checkpoint() {
     if (this.outbox.size()) {
-      screen("saving", el("h1", {}, "Saving…"), el("p", {}, "Please wait while your answers are saved."));
-      await this.outbox.drain();
+      // Usually the last answer is confirmed within a few ms; show the saving screen only when it
+      // takes longer, so it does not flash up between every practice part and the main part.
+      const slow = setTimeout(() => screen("saving", el("h1", {}, "Saving…"), el("p", {}, "Please wait while your answers are saved.")), 300);
+      try {
+        await this.outbox.drain();
+      } finally {
+        clearTimeout(slow);
+      }
     }
     await this.loadState();
     return this.state.stage;
@@ -250,7 +258,7 @@ class Runner {
     }
   }
 
-  async runTrial(t, progress) {
+  async runTrial(t, progress, prefetch = () => {}) {
     const media = await this.media(t.media);
     const timing = t.phase === "practice" ? this.exp.practice_timing : this.exp.timing;
     const response = this.exp.response.mode === "typed" ? typedAnswer(this.exp.categories, { disabled: true }) : buttonGrid(this.exp.categories, { show: this.exp.response.show, columns: this.exp.response.columns, disabled: true });
@@ -274,6 +282,7 @@ class Runner {
       stageBox.classList.add("done");
       answerBox.classList.remove("hidden");
       response.enable();
+      prefetch();
       onset = await nextFrame();
       shownAt = r.shownAt;
       durations = r.durations;
@@ -292,6 +301,7 @@ class Runner {
       note.textContent = "Now give your answer.";
       answerBox.classList.remove("hidden");
       response.enable();
+      prefetch();
       onset = r.endedPerf;
       shownAt = r.shownAt;
       durations = { audio_ms: r.audio_ms };

@@ -60,7 +60,15 @@ export async function presentImage(stage, img, mask, timing, frameMs) {
   ].filter(([, ms]) => ms > 0);
   const durations = {};
   const frames = {};
-  await nextFrame(); // start on a fresh frame
+  // Start on a steady frame: let the new screen's first layout and paint pass, then wait (at most
+  // 10 frames) until two successive frame intervals are each under 1.5 frames, so a hiccup of the
+  // page's start-up does not fall inside the stimulus.
+  let last = await nextFrame();
+  for (let i = 0, steady = 0; i < 10 && steady < 2; i += 1) {
+    const ts = await nextFrame();
+    steady = ts - last < 1.5 * frameMs ? steady + 1 : 0;
+    last = ts;
+  }
   let shownAt = null;
   let start = await nextFrame();
   show(phases[0][0]);

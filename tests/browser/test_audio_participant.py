@@ -101,6 +101,7 @@ def test_audio_participant_passes_the_headphone_check_and_answers_typed_words(se
         click_action(page, "consent", "agree")
         click_action(page, "instructions", "continue")
         headphone_check(page, study, pid, shots)
+        screen(page, "phase")  # the practice begins once the check's answers are stored and judged
         trials = study.trials(pid)
         assert study.participant(pid).headphone_passed is True
 

@@ -70,15 +70,24 @@ def test_prolific_participant_completes_image_experiment_with_frame_timed_trials
     assert [r.trial_index for r in rows] == list(range(n))
     assert [r.correct for r in rows] == [False] + [True] * (n - 1)
 
-    # Measured on-screen durations are within one display frame of the settings.
+    # Measured on-screen durations are within one display frame of the settings. A frame the
+    # browser itself never delivered (its main thread starved of CPU: the rAF timestamps skip a
+    # vsync, so fewer callbacks than frames elapsed) may add its length, and is counted; the
+    # runner must never cut a phase short, nor add frames of its own.
+    dropped = 0
     for r, t in zip(rows, trials):
         setting = PRACTICE if t["phase"] == "practice" else FRAME_TIMED
         frame = r.client["frame_ms"]
         assert 12 < frame < 40, f"implausible frame interval {frame} ms"
         for phase, target in setting.items():
             measured = r.durations[phase]
-            assert abs(measured - target) <= frame + 0.5, f"trial {r.trial_index}: {phase} {measured} ms vs {target} ms (frame {frame} ms)"
+            missed = max(0, round(measured / frame) - r.client[phase.replace("_ms", "_frames")])
+            where = f"trial {r.trial_index}: {phase} {measured} ms vs {target} ms (frame {frame} ms, {missed} missed by the browser)"
+            assert measured >= target - frame / 2 - 0.5, where
+            assert measured <= target + frame * (1 + missed) + 0.5, where
+            dropped += phase == "stimulus_ms" and missed > 0
         assert r.rt_ms is not None and r.rt_ms > 0
+    assert dropped <= len(rows) // 2, f"the browser missed frames in {dropped} of {len(rows)} stimuli: timing not testable here"
 
     # The screens came in the designed order, and nothing broke on the way.
     flow = [s for s in guard.flow() if s != "saving"]

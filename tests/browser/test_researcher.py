@@ -111,7 +111,7 @@ def test_researcher_sets_up_a_study_watches_a_participant_and_downloads_the_csv(
     part_ctx.close()
 
     # The experiment page counts the completion by itself (it polls the monitor).
-    admin.locator('[data-stat="status.completed"]:text-is("1")').wait_for(timeout=15_000)
+    admin.locator('[data-stat="status.completed"]:text-is("1")').wait_for(timeout=25_000)  # polls every 10 s
 
     # Download trials.csv: it parses and holds this participant's answered trials.
     with admin.expect_download() as dl:
