@@ -7,6 +7,7 @@ cookies and localStorage) and creates its own experiment, so tests do not depend
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.db import upgrade
-from tests.browser.harness import CHROMIUM, CHROMIUM_ARGS, LiveServer, start_server, stop_server
+from tests.browser.harness import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, LiveServer, start_server, stop_server
 from tests.conftest import BACKENDS, PG_ADMIN_URL, _pg_url
 
 
@@ -28,6 +29,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.browser)
             item.add_marker(pytest.mark.timeout(180))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fresh_screenshots() -> None:
+    """Start each run with an empty screenshot folder, so the CI artifact shows this run only."""
+    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

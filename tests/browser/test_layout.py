@@ -96,7 +96,6 @@ def test_every_screen_at_two_sizes_done_with_the_keyboard_only(server: LiveServe
     shots.take("02-instructions")
     page.keyboard.press("Enter")
     trials = study.trials()
-    labels = {c: c for c in PAPER16}
     wrong = lambda t: next(c for c in PAPER16 if c != t["label"])  # noqa: E731
 
     for k, t in enumerate(trials):
@@ -120,7 +119,7 @@ def test_every_screen_at_two_sizes_done_with_the_keyboard_only(server: LiveServe
             shots.take("12-response-main")
         if k == len(trials) - 1:
             context.set_offline(True)  # the last answer cannot be sent: the saving screen waits
-        key_answer(page, t["index"], wrong(t) if k == 0 else labels[t["label"]])
+        key_answer(page, t["index"], wrong(t) if k == 0 else t["label"])
         if k == 0:
             page.locator(".feedback").wait_for()
             shots.take("08-feedback-incorrect", sizes=(DESKTOP,))  # the feedback shows for 1 s
