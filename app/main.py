@@ -96,6 +96,40 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+_ERROR_BODY = {
+    "type": "object",
+    "properties": {"detail": {"type": "string"}, "errors": {"type": "array", "items": {"type": "string"}}},
+    "required": ["detail"],
+}
+
+
+def _document_app_wide_errors(app: FastAPI) -> None:
+    """Make the OpenAPI schema say what the app really answers (found by schemathesis):
+
+    * 422 bodies come from the handler above (``detail`` is a sentence, ``errors`` a list of
+      strings), not FastAPI's default shape;
+    * every JSON API operation with a body can also answer 400 (the body is not JSON at all,
+      e.g. not UTF-8) and 413 (:class:`BodyLimit`).
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schemas = schema.get("components", {}).get("schemas", {})
+            if "HTTPValidationError" in schemas:
+                schemas["HTTPValidationError"] = {**_ERROR_BODY, "title": "HTTPValidationError"}
+            for path, ops in schema.get("paths", {}).items():
+                for op in ops.values():
+                    if path.startswith("/api/") and "requestBody" in op:
+                        for code, why in (("400", "the body is not valid JSON"), ("413", "the body is too large")):
+                            op["responses"].setdefault(code, {"description": why, "content": {"application/json": {"schema": _ERROR_BODY}}})
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings | None = None, *, check_schema: bool = True) -> FastAPI:
     settings = settings or get_settings()
     engine = make_engine(settings)
@@ -149,6 +183,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
         return {"ok": True}
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    _document_app_wide_errors(app)
     app.add_middleware(BodyLimit, limit=settings.max_api_body_bytes)
     app.add_middleware(SecurityHeaders)
     return app

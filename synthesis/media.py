@@ -90,6 +90,10 @@ def _sniff_png(data: bytes) -> MediaInfo:
         raise
     except Exception as exc:  # Pillow raises many types for corrupt files
         raise MediaError(f"corrupt PNG: {exc}") from exc
+    # The IEND chunk (empty, fixed CRC) must be the last bytes: anything after it is not image
+    # data, and is how image/HTML polyglots are made.
+    if not data.endswith(b"\x00\x00\x00\x00IEND\xaeB`\x82"):
+        raise MediaError("not a plain PNG file (data after the end of the image, or no IEND chunk at the end)")
     channels = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "P": 3, "I;16": 1, "I": 1, "1": 1}.get(mode, 3)
     return MediaInfo("image", ".png", MIME_TYPES[".png"], width=width, height=height, channels=channels)
 

@@ -1,0 +1,75 @@
+"""Schemathesis fuzzes the participant JSON API from the app's own OpenAPI schema.
+
+Every operation under ``/api/`` gets generated requests, schema-valid ("positive") and invalid
+("negative"), sent with a real participant's token so they reach the handlers and not just the
+401 of the token check. Checks: no 5xx; every status code, header and body as the schema
+documents; invalid data rejected. ``positive_data_acceptance`` is left out on purpose: schema-valid
+requests are still refused by the study's rules (a trial index not in this participant's plan,
+an answer outside the response options, answers after completion), with documented 4xx answers.
+
+(Schemathesis's own pytest plugin does not run under pytest 9, so the cases come from its
+``as_strategy`` API under Hypothesis's ``@given``; the checks are the same.)
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from schemathesis import GenerationMode
+from schemathesis.core.parameters import ParameterLocation
+
+from app.main import create_app
+from app.settings import Settings
+from tests.study import build_study
+
+# Examples per operation and mode: enough to hit the validators and the handlers, small for CI.
+MAX_EXAMPLES = 25
+
+
+def _operations() -> dict[str, bool]:
+    """The JSON API's operations (label -> has a JSON body), read from the app's schema at
+    collection time (no database needed)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        app = create_app(Settings(database_url=f"sqlite:///{tmp}/none.db", var_dir=Path(tmp), secret_key="x"), check_schema=False)
+        paths = app.openapi()["paths"]
+    return {f"{m.upper()} {path}": "requestBody" in op for path, ops in paths.items() if path.startswith("/api/") for m, op in ops.items()}
+
+
+OPERATIONS = _operations()
+# Invalid data for every operation that takes a body (the others have only the token header,
+# whose invalid values the security tests cover).
+CASES = [pytest.param(label, GenerationMode.POSITIVE, id=f"{label}-valid") for label in OPERATIONS] + [
+    pytest.param(label, GenerationMode.NEGATIVE, id=f"{label}-invalid") for label, has_body in OPERATIONS.items() if has_body
+]
+
+
+def test_the_fuzzed_operations_cover_the_participant_api() -> None:
+    assert {"GET /api/session", "POST /api/session/responses", "POST /api/session/complete", "POST /api/session/events"} <= set(OPERATIONS)
+
+
+@pytest.mark.parametrize(("label", "mode"), CASES)
+def test_participant_api_conforms_to_its_schema_under_fuzzing(label: str, mode: GenerationMode, settings: Settings, tmp_path: Path) -> None:
+    study = build_study(settings, tmp_path)
+    token = study.join("FUZZ")
+    study.start(token)  # consented: the answer handlers run their full checks
+    method, path = label.split(" ", 1)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", study.client.app).include(method=method, path=path)
+    (operation,) = [r.ok() for r in schema.get_all_operations()]
+    # Valid cases always carry the real token; invalid ones get it unless the header is what
+    # was made invalid (then the 401 path is exercised).
+    fixed = {"Authorization": f"Bearer {token}"} if mode is GenerationMode.POSITIVE else None
+    strategy = operation.as_strategy(mode, headers=fixed)
+
+    @hsettings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(case=strategy)
+    def fuzz(case) -> None:  # type: ignore[no-untyped-def]
+        if fixed is None and not case.meta.is_negative_at(ParameterLocation.HEADER):
+            case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
+        case.call_and_validate(excluded_checks=[schemathesis.checks.positive_data_acceptance])
+
+    fuzz()
