@@ -184,7 +184,8 @@ def filterbank(cfg: CochleagramConfig, samples: int) -> tuple[np.ndarray, np.nda
 
     Returns ``(gains [channels, samples//2 + 1], nominal_hz [channels])`` in ascending frequency:
     low-pass channels (nominal = where they start to fall), band-pass (nominal = centre),
-    high-pass (nominal = where they reach full gain). Squared gains sum to 1 at every frequency.
+    high-pass (nominal = where they reach full gain, at most the Nyquist frequency). Squared gains
+    sum to 1 at every frequency.
 
     On the ERB axis every filter is a half cosine of half-width ``D = (E_hi − E_lo)/(n + 1)``;
     centres step by ``d = D / oversample``. A dense, endless row of such filters has squared
@@ -216,7 +217,7 @@ def filterbank(cfg: CochleagramConfig, samples: int) -> tuple[np.ndarray, np.nda
     for j in range(s):  # high-pass
         c = e_hi + j * step
         rows.append(np.where(e >= c, 1.0, bump(c)))
-        nominal.append(float(erb_to_hz(c)))
+        nominal.append(min(float(erb_to_hz(c)), cfg.sample_rate / 2))
     gains = np.stack(rows) / math.sqrt(s)
     return gains, np.asarray(nominal)
 

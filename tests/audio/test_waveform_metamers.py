@@ -49,7 +49,6 @@ models:
   - {{name: tiny-audio, model: "tests.audio.tiny_audio:tiny_audio_model", layers: [{", ".join(LAYERS)}]}}
 synthesis: {{preset: paper, rounds: 2, round_steps: 25, patience: 10, batch_size: 3, layers_per_job: all}}
 null: {{pairs: 40, signals: 12}}
-diagnostics: true
 """, encoding="utf-8")
     return plan
 
@@ -71,5 +70,19 @@ def test_an_audio_plan_writes_a_bank_of_16_bit_wavs_that_the_reader_accepts(tmp_
             wave, _ = decode_wav((bank.root / s.file).read_bytes())
             assert np.abs(wave).max() <= 1.0
             assert s.metrics is not None and s.metrics.loss is not None and s.metrics.loss < 1.0
-    diagnostics = sorted((tmp_path / "bank" / "diagnostics").rglob("*.png"))
-    assert len(diagnostics) == 9
+
+
+def test_the_diagnostic_shows_natural_and_metamer_cochleagrams_side_by_side(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from synthesis.cochleagram import display
+    from synthesis.diagnostics import save_diagnostic
+
+    natural, noise = glides(1, seed=2)[0], torch.randn(SAMPLES, generator=torch.Generator().manual_seed(0)) * 0.1
+    path = save_diagnostic(tmp_path / "d.png", natural=natural, metamer=noise, losses=[1.0, 0.5, 0.2], title="t",
+                           kind="audio", sample_rate=RATE)
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.width > im.height
+    image, hz, env_rate = display(natural.numpy(), RATE)
+    assert image.shape == (len(hz), image.shape[1]) and env_rate == pytest.approx(100.0)
+    assert hz[-1] <= RATE / 2 and np.all(np.diff(hz) >= 0)
