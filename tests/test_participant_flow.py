@@ -333,3 +333,23 @@ def test_media_is_served_immutable_with_range_support(study: Study) -> None:
     assert part.status_code == 206 and part.content == b"\x89PNG\r\n\x1a\n"
     assert study.client.get("/media/" + "0" * 64 + ".png").status_code == 404
     assert study.client.get("/media/..%2F..%2Fetc%2Fpasswd").status_code == 404
+
+
+def test_declining_consent_ends_the_session_and_frees_the_slot_at_once(study: Study) -> None:
+    token = study.join("P1")
+    r = study.post(token, "/api/session/decline")
+    assert r.status_code == 200 and r.json()["outcome"] == "declined"
+    assert study.post(token, "/api/session/decline").status_code == 200, "idempotent"
+    assert study.state(token)["stage"] == "ended"
+    with study.sessions() as s:
+        p = s.scalar(sa.select(Participant))
+        assert (p.status, p.slot) == ("returned", None)
+    study.join("P2")
+    assert _slot_of(study, "P2") == 0
+
+
+def test_decline_after_consent_is_refused(study: Study) -> None:
+    token = study.join("P1")
+    study.start(token)
+    assert study.post(token, "/api/session/decline").status_code == 409
+    assert study.state(token)["stage"] == "practice"

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from app.deps import db, participant_token, require_participant
 from app.experiments import ExperimentContext, context_for
 from app.models import Experiment, Participant, ParticipantEvent, Stimulus, Trial, utcnow
-from app.participants import touch
+from app.participants import end_session, touch
 from app.responses import (
     ClientEvent,
     ResponseIn,
@@ -229,6 +229,25 @@ def give_consent(body: ConsentIn, token: str = Depends(participant_token), sessi
     touch(p)
     session.commit()
     return StageOut(stage=stage_of(session, p, _context(session, p)))  # type: ignore[arg-type]
+
+
+@router.post("/session/decline", response_model=EndedOut, responses=ERRORS)
+def decline_consent(token: str = Depends(participant_token), session: Session = Depends(db)) -> Any:
+    """The participant does not consent: end the session and free their balancing slot at once
+    (instead of holding it until the abandonment sweep). Only possible before consenting."""
+    p = require_participant(session, token)
+    ctx = _context(session, p)
+    if p.status == "returned" and p.outcome == "declined":
+        return EndedOut(**ended_info(p, ctx))
+    try:
+        _require_started(p)
+        if p.consent_at is not None:
+            raise SaveError(409, "consent was already given; close the page to stop taking part")
+    except SaveError as exc:
+        return _error(exc)
+    end_session(p, "returned", "declined", "declined consent")
+    session.commit()
+    return EndedOut(**ended_info(p, ctx))
 
 
 @router.post("/session/instructions", response_model=StageOut, responses=ERRORS)

@@ -139,8 +139,19 @@ class Runner {
       decline.addEventListener("click", () => resolve(false), { once: true });
     });
     if (!choice) {
-      screen("declined", el("h1", {}, "Thank you"), el("p", {}, "You chose not to take part. You can close this page and return the study on the recruitment site."));
-      await new Promise(() => {});
+      // Ask once more: declining ends the session for good (and frees the place for someone else).
+      const back = el("button", { type: "button", class: "secondary", "data-action": "back" }, "Back to the consent form");
+      const leave = el("button", { type: "button", class: "primary", "data-action": "confirm-decline" }, "Yes, I do not want to take part");
+      screen("decline-confirm", el("h1", { tabindex: "-1", autofocus: true }, "Not taking part?"), el("p", {}, "If you do not agree, the study ends here and you cannot restart it."), el("div", { class: "actions" }, back, leave));
+      const sure = await new Promise((resolve) => {
+        leave.addEventListener("click", () => resolve(true), { once: true });
+        back.addEventListener("click", () => resolve(false), { once: true });
+      });
+      if (!sure) return;
+      await this.api.persistent("POST", "/api/session/decline");
+      this.state.stage = "ended";
+      this.state.ended = { status: "returned", outcome: "declined" };
+      return;
     }
     if (this.exp.modality === "audio") await this.engine.unlock();
     const browser = {
@@ -372,6 +383,10 @@ class Runner {
       const go = target && target.kind !== "code" ? el("button", { type: "button", class: "primary", "data-action": "return" }, "Return to the study site") : null;
       screen("screened-out", el("h1", {}, "Thank you"), el("p", {}, "Unfortunately you did not meet the requirements to continue this study. Thank you for your time."), codeBox, go ? el("div", { class: "actions" }, go) : null);
       if (go) go.addEventListener("click", () => this.leave(target), { once: true });
+      return;
+    }
+    if (outcome === "declined") {
+      screen("declined", el("h1", {}, "Thank you"), el("p", {}, "You chose not to take part. You can close this page and return the study on the recruitment site."));
       return;
     }
     if (info && info.status !== "completed" && !target) {

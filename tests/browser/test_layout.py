@@ -151,10 +151,19 @@ def test_declining_and_failing_the_gate_show_clear_end_screens(server: LiveServe
     context, page, guard = new_page(chromium, server.url)
     page.goto(study.link())
     screen(page, "consent").locator('[data-action="decline"]').click()
+    confirm = screen(page, "decline-confirm")
+    Screenshots(page).take("29-decline-confirm")
+    confirm.locator('[data-action="back"]').click()
+    assert study.participant().status == "started", "going back changes nothing"
+    screen(page, "consent").locator('[data-action="decline"]').click()
+    screen(page, "decline-confirm").locator('[data-action="confirm-decline"]').click()
     declined = screen(page, "declined")
     assert "chose not to take part" in declined.inner_text()
     Screenshots(page).take("30-declined")
-    assert study.participant().consent_at is None
+    p = study.participant()
+    assert (p.consent_at, p.status, p.outcome, p.slot) == (None, "returned", "declined", None), "declining frees the slot at once"
+    page.reload()
+    assert "chose not to take part" in screen(page, "declined").inner_text(), "a reload shows the same end screen"
     assert guard.problems == []
     context.close()
 
