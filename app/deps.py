@@ -37,15 +37,24 @@ async def runtime(request: Request) -> Runtime:
 async def db(rt: Runtime = Depends(runtime)) -> AsyncIterator[Session]:
     """A session for the request. Creating one does no I/O (connections are taken on first use);
     closing one that is still inside a transaction rolls back over the network, so that case
-    runs in a worker thread, never on the event loop."""
+    runs in a worker thread, never on the event loop.
+
+    Rule for sync endpoints: end the transaction (commit or rollback) before returning anything
+    but a ``Response``. FastAPI validates a returned model in a further thread-pool hop, before
+    this close runs; a pooled connection held across that hop deadlocks the pool under load
+    (every pool thread waits for a connection, every connection waits for a thread; the load
+    benchmark hit it)."""
     session = rt.sessions()
     try:
         yield session
     finally:
         if session.in_transaction():
+            # Shielded: when the client goes away mid-request the request is cancelled, and an
+            # unshielded await here would skip the close and leak the connection for good.
             # Its own limiter, as FastAPI does for sync dependencies' exits: when every pool thread
             # waits for a database connection, the close that frees one must not wait for a thread.
-            await anyio.to_thread.run_sync(session.close, limiter=anyio.CapacityLimiter(1))
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(session.close, limiter=anyio.CapacityLimiter(1))
         else:
             session.close()
 

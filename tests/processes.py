@@ -57,6 +57,8 @@ class LiveServer:
             "SECRET_KEY": s.secret_key,
             "BASE_URL": s.base_url,
             "PARTICIPANT_RATE_LIMIT": str(s.participant_rate_limit),
+            "DB_POOL_SIZE": str(s.db_pool_size),
+            "DB_MAX_OVERFLOW": str(s.db_max_overflow),
         }
 
     def start(self, timeout_s: float = 60.0) -> None:

@@ -325,3 +325,47 @@ def test_two_tabs_submitting_the_same_trial_at_once_store_it_once(settings: Sett
             assert s.scalar(sa.select(sa.func.count()).select_from(Response)) == 8
     finally:
         server.stop()
+
+
+def test_a_burst_of_requests_cannot_deadlock_a_small_connection_pool(settings: Settings, tmp_path: Path) -> None:
+    """More simultaneous requests than worker threads (40) against a one-connection pool: every
+    request must still be answered promptly. A connection held across a thread-pool hop (a sync
+    dependency before the endpoint, or the response validation after it) deadlocks this until
+    the pool's 30 s timeout turns requests into 500s."""
+    if settings.sqlalchemy_url.startswith("sqlite"):
+        pytest.skip("the PostgreSQL connection pool is what can deadlock")
+    settings = settings.model_copy(update={"db_pool_size": 1, "db_max_overflow": 0})
+    study = build_study(settings, tmp_path, SPEC)
+    tokens = [study.join(f"B{i}") for i in range(4)]
+    for t in tokens:
+        study.start(t)
+    server = LiveServer(settings, tmp_path / "uvicorn.log", workers=1)
+    server.start()
+    try:
+        n = 80
+        barrier = threading.Barrier(n)
+        results: list[int | str] = [0] * n
+        paths = ["/api/session", "/api/session/instructions", "/api/session/consent"]
+
+        def go(k: int) -> None:
+            with httpx.Client(base_url=server.url, timeout=25) as http:
+                http.get("/healthz")
+                barrier.wait()
+                path = paths[k % 3]
+                headers = {"Authorization": f"Bearer {tokens[k % 4]}"}
+                try:
+                    r = http.get(path, headers=headers) if path == "/api/session" else http.post(path, json={"agree": True} if "consent" in path else None, headers=headers)
+                    results[k] = r.status_code
+                except httpx.TransportError as exc:
+                    results[k] = type(exc).__name__
+
+        started = time.monotonic()
+        threads = [threading.Thread(target=go, args=(k,)) for k in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert results == [200] * n, sorted(set(map(str, results)))
+        assert time.monotonic() - started < 20
+    finally:
+        server.stop()

@@ -195,14 +195,17 @@ def get_session(token: str = Depends(participant_token), session: Session = Depe
         for i, ph, b, label, sha, ext in rows
     ]
     answered = answered_indices(session, p)
+    stage = stage_of(session, p, ctx, answered)
     if p.status == "started":
         touch(p)
-        session.commit()
+    # End the transaction before returning: FastAPI validates a returned model in another thread
+    # hop, and a pooled connection held across a hop can deadlock the pool under load.
+    session.commit()
     ended = ended_info(p, ctx) if p.status != "started" else None
     return SessionOut(
         participant=p.public_id,
         status=p.status,
-        stage=stage_of(session, p, ctx, answered),  # type: ignore[arg-type]
+        stage=stage,  # type: ignore[arg-type]
         experiment=experiment_out(exp.slug, ctx),
         trials=trials,
         answered=answered,
@@ -227,8 +230,9 @@ def give_consent(body: ConsentIn, token: str = Depends(participant_token), sessi
         p.consent_at = utcnow()
         p.browser = body.browser.model_dump(exclude_none=True) if body.browser else None
     touch(p)
-    session.commit()
-    return StageOut(stage=stage_of(session, p, _context(session, p)))  # type: ignore[arg-type]
+    stage = stage_of(session, p, _context(session, p))
+    session.commit()  # before returning the model (see get_session)
+    return StageOut(stage=stage)  # type: ignore[arg-type]
 
 
 @router.post("/session/decline", response_model=EndedOut, responses=ERRORS)
@@ -263,8 +267,9 @@ def finish_instructions(token: str = Depends(participant_token), session: Sessio
     if p.instructions_at is None:
         p.instructions_at = utcnow()
     touch(p)
-    session.commit()
-    return StageOut(stage=stage_of(session, p, _context(session, p)))  # type: ignore[arg-type]
+    stage = stage_of(session, p, _context(session, p))
+    session.commit()  # before returning the model (see get_session)
+    return StageOut(stage=stage)  # type: ignore[arg-type]
 
 
 @router.post(

@@ -99,6 +99,9 @@ def get_state(p: Participant = Depends(current_participant), session: Session = 
         out.answered = prog.answered
         out.intervals_ms = headphone.intervals(prog.check)
         out.calibration = urls[headphone.CALIBRATION]
+    # End the transaction stage_of opened before FastAPI validates the model in another thread
+    # hop: a pooled connection held across that hop can deadlock the pool under load.
+    session.commit()
     return out
 
 
