@@ -195,7 +195,9 @@ def get_session(token: str = Depends(participant_token), session: Session = Depe
         for i, ph, b, label, sha, ext in rows
     ]
     answered = answered_indices(session, p)
-    stage = stage_of(session, p, ctx, answered)
+    done = set(answered)
+    first_open = next((ph for i, ph, *_ in rows if i not in done), None)
+    stage = stage_of(session, p, ctx, next_phase=first_open)
     if p.status == "started":
         touch(p)
     # End the transaction before returning: FastAPI validates a returned model in another thread

@@ -40,7 +40,8 @@ class Recorder:
     completed: int = 0
     active: int = 0
     active_samples: list[tuple[float, int]] = field(default_factory=list)
-    # How late each answer left relative to its scheduled time: the generator's own lag (s).
+    # How late each answer left relative to its schedule (s): the previous answer's save still
+    # in flight (the outbox sends one at a time), or the generator itself falling behind.
     lag: array = field(default_factory=lambda: array("d"))
 
 

@@ -280,7 +280,7 @@ def format_report(r: dict[str, Any]) -> str:
         f"  media         {lat(ol['media'])}",
         f"  enter         {lat(ol['enter'])}",
         f"  CPU (cores)   app {ol['cpu_cores']['app']:.2f}, PostgreSQL {ol['cpu_cores']['postgres']:.2f} (all clients of the server), "
-        f"generator {ol['cpu_cores']['generator']:.2f}; generator lag p99 {ol['lag']['p99_ms']:.1f} ms",
+        f"generator {ol['cpu_cores']['generator']:.2f}; answers behind schedule p99 {ol['lag']['p99_ms']:.0f} ms",
         f"  retries {ol['retries']}, network errors {sum(ol['network_errors'].values())}, session failures {ol['n_failures']}",
         f"  saturation    {sat['saves_per_s']:.0f} saves/s with {cfg['sat_clients']} clients (save {lat(sat['latency'])}); "
         f"CPU per save: app {sat['cpu_ms_per_save']['app']:.2f} ms, PostgreSQL {sat['cpu_ms_per_save']['postgres']:.2f} ms",
