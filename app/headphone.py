@@ -427,7 +427,7 @@ def settle(session: Session, p: Participant, ctx: ExperimentContext) -> Progress
 class ScreeningAnswerIn(BaseModel):
     """One headphone-check answer as the runner posts it: the position (1..3) chosen."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     check: Check
     attempt: Annotated[int, Field(ge=1, le=2)]
     index: Annotated[int, Field(ge=0, le=17)]

@@ -29,7 +29,7 @@ Short = Annotated[str, Field(max_length=200)]
 class ClientEvent(BaseModel):
     """Something that happened in the page during a trial, e.g. the window lost focus."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     type: Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")]
     t: Annotated[float, Field(ge=-1e7, le=1e13)]  # ms, performance.now() of the page
     detail: Short | None = None
@@ -38,7 +38,7 @@ class ClientEvent(BaseModel):
 class ResponseIn(BaseModel):
     """One answer, as the runner posts it. Times from the client are ms."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     trial_index: Annotated[int, Field(ge=0, le=100_000)]
     answer: Annotated[str, Field(min_length=1, max_length=200)]
     rt_ms: Annotated[float, Field(ge=0, le=1e8)] | None = None

@@ -82,7 +82,7 @@ class SessionOut(BaseModel):
 
 
 class BrowserInfo(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     screen_width: Annotated[int, Field(ge=0, le=100_000)] | None = None
     screen_height: Annotated[int, Field(ge=0, le=100_000)] | None = None
     window_width: Annotated[int, Field(ge=0, le=100_000)] | None = None
@@ -95,7 +95,7 @@ class BrowserInfo(BaseModel):
 
 
 class ConsentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     agree: Literal[True]
     browser: BrowserInfo | None = None
 
@@ -113,7 +113,7 @@ class SaveOut(BaseModel):
 
 
 class EventIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     kind: Annotated[str, Field(pattern=r"^[a-z_]{1,40}$")]
     trial_index: Annotated[int, Field(ge=0, le=100_000)] | None = None
     detail: Annotated[str, Field(max_length=500)] | None = None
@@ -121,7 +121,7 @@ class EventIn(BaseModel):
 
 
 class EventsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     events: Annotated[list[EventIn], Field(min_length=1, max_length=50)]
 
 
