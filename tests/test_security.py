@@ -102,17 +102,19 @@ def test_a_study_cookie_does_not_carry_over_to_another_experiment(settings: Sett
         create_experiment(s, parse_spec({**BASE_SPEC, "slug": "other", "platform": "none"}), status="active")
         s.commit()
     # Replay the first study's cookie on the second study's link: a new participant, new token.
-    r2 = study.client.get("/e/other", cookies={f"mm_p2": cookie[1]}, follow_redirects=False)
+    study.client.cookies.set("mm_p2", cookie[1])
+    r2 = study.client.get("/e/other", follow_redirects=False)
     assert r2.status_code == 303
     assert r2.headers["location"].split("#t=")[1] != r.headers["location"].split("#t=")[1]
 
 
 def test_a_participant_token_opens_no_admin_page(study: Study) -> None:
     token = study.join("P1")
+    study.client.cookies.set("mm_admin", token)
     for method, path in admin_routes(study.client.app):
         if method != "GET" or "{" in path or path == "/admin/login":
             continue
-        r = study.client.get(path, headers=study.auth(token), cookies={"mm_admin": token}, follow_redirects=False)
+        r = study.client.get(path, headers=study.auth(token), follow_redirects=False)
         assert r.status_code in (303, 401, 403), (path, r.status_code)
 
 
