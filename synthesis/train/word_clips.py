@@ -162,7 +162,8 @@ def training_clips(n: int, *, seed: int, workers: int = 2) -> tuple[np.ndarray, 
     """``n`` augmented clips from the training voices: (clips ``[n, 16000]``, labels ``[n]``)."""
     tv = train_variants()
     specs = random_specs(n, tv, seed=seed)
-    babble_utts = babble_utterances(tv, seed=seed + 1) if any(s.noise == "babble" for s in specs) else []
+    n_babble = min(32, max(4, n // 10))  # sentences mixed into babble noise: 32 for a null of ≥ 320 clips
+    babble_utts = babble_utterances(tv, seed=seed + 1, n=n_babble) if any(s.noise == "babble" for s in specs) else []
     spoken = speak(babble_utts + [s.utterance for s in specs], workers)  # one batch of processes
     babble = [spoken[u] for u in babble_utts]
     return render(specs, babble, spoken=spoken), np.array([s.label for s in specs], dtype=np.int64)
