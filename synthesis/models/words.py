@@ -35,7 +35,7 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "demo" / "models" / "
 class WordNet(nn.Module):
     """cochleagram → norm → 4 conv (5×5 /2, 3×3 /2, 3×3 /2, 3×3) → avgpool (2×3) → fc → fc.
 
-    About 270 k parameters. ``norm0`` (a 1-channel batch norm) puts the compressed envelopes on a
+    About 250 k parameters (1 MB). ``norm0`` (a 1-channel batch norm) puts the compressed envelopes on a
     unit scale; in eval mode it is a fixed affine map.
     """
 
