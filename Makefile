@@ -9,6 +9,9 @@ TORCH  ?= torch==2.13.0
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
+# Idle OpenMP threads spin-wait by default, which starves everything else on a small, shared
+# machine (measured: a 3.4 s synthesis test took 64 s). Passive waiting changes no results.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: run test bench chromium clean-venv demo-banks
 
