@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,6 +71,25 @@ def _truncate_all(url: str) -> None:
     engine.dispose()
 
 
+@pytest.fixture(autouse=True)
+def _close_pooled_connections() -> Iterator[None]:
+    """Dispose every engine a test used once it ends. Apps and studies made in tests are never shut
+    down explicitly, and their pools kept idle PostgreSQL connections until garbage collection:
+    a whole-suite run piled up ~90 of the server's 100 and failed with "too many clients"."""
+    used: weakref.WeakSet[sa.engine.Engine] = weakref.WeakSet()
+
+    def track(conn: sa.engine.Connection) -> None:
+        used.add(conn.engine)
+
+    sa.event.listen(sa.engine.Engine, "engine_connect", track)
+    try:
+        yield
+    finally:
+        sa.event.remove(sa.engine.Engine, "engine_connect", track)
+        for engine in list(used):
+            engine.dispose()
+
+
 @pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A migrated, empty database of each backend."""
@@ -90,7 +111,20 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         media_root=tmp_path / "media",
         secret_key="test-secret-key-not-for-production",
         base_url="http://testserver",
+        # Small pools: hundreds of tests share one PostgreSQL server (max_connections 100).
+        db_pool_size=3,
+        db_max_overflow=5,
     )
+
+
+@pytest.fixture(autouse=True)
+def _reset_flush_denormal() -> Iterator[None]:
+    """Synthesis sets the CPU's flush-denormals flag for speed; it is process-wide and breaks
+    hypothesis's float generation in later tests, so undo it after each test."""
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_flush_denormal(False)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

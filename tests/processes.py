@@ -57,8 +57,9 @@ class LiveServer:
             "SECRET_KEY": s.secret_key,
             "BASE_URL": s.base_url,
             "PARTICIPANT_RATE_LIMIT": str(s.participant_rate_limit),
-            "DB_POOL_SIZE": str(s.db_pool_size),
-            "DB_MAX_OVERFLOW": str(s.db_max_overflow),
+            # Small pools: CI's PostgreSQL is shared by the whole suite (max_connections 100).
+            "DB_POOL_SIZE": str(min(s.db_pool_size, 4)),
+            "DB_MAX_OVERFLOW": str(min(s.db_max_overflow, 4)),
         }
 
     def start(self, timeout_s: float = 60.0) -> None:
@@ -99,6 +100,16 @@ class LiveServer:
         self.proc = None
 
 
+def _user_exists(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
 def find_pg_bin(name: str) -> str | None:
     found = shutil.which(name)
     if found:
@@ -107,13 +118,19 @@ def find_pg_bin(name: str) -> str | None:
     return candidates[-1] if candidates else None
 
 
+class PgUnavailable(RuntimeError):
+    """No way to make a private cluster here (no server binaries, or root without a postgres user)."""
+
+
 class PgCluster:
     """A private PostgreSQL cluster (trust auth on 127.0.0.1) in a temporary directory."""
 
     def __init__(self) -> None:
         initdb, pg_ctl = find_pg_bin("initdb"), find_pg_bin("pg_ctl")
         if not initdb or not pg_ctl:
-            raise FileNotFoundError("initdb/pg_ctl not found (install the postgresql server package)")
+            raise PgUnavailable("initdb/pg_ctl not found (install the postgresql server package)")
+        if os.geteuid() == 0 and (not shutil.which("runuser") or not _user_exists("postgres")):
+            raise PgUnavailable("running as root, and initdb refuses root: need runuser and a postgres user")
         self.initdb, self.pg_ctl = initdb, pg_ctl
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="metamers-pg-"))

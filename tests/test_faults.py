@@ -26,7 +26,7 @@ from app.responses import ResponseIn
 from app.security import token_hash
 from app.settings import Settings
 from tests.outbox import OutboxParticipant
-from tests.processes import LiveServer, PgCluster
+from tests.processes import LiveServer, PgCluster, PgUnavailable
 from tests.study import Study, build_study, prolific
 
 pytestmark = pytest.mark.timeout(180)
@@ -131,8 +131,8 @@ def test_sessions_survive_the_app_being_killed_and_restarted(settings: Settings,
 def pg_cluster():  # type: ignore[no-untyped-def]
     try:
         cluster = PgCluster()
-    except FileNotFoundError as exc:
-        pytest.skip(f"no PostgreSQL server binaries to make a private cluster: {exc}")
+    except PgUnavailable as exc:
+        pytest.skip(f"cannot make a private PostgreSQL cluster to restart: {exc}")
     try:
         cluster.start()
         yield cluster

@@ -36,6 +36,8 @@ class Recorder:
     refused: list[tuple[str, int, int, str]] = field(default_factory=list)
     # (token, body) of every answer the server confirmed (201 saved or 200 identical retry).
     confirmed: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # (token, body) of every answer sent at least once, confirmed or not.
+    attempted: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)
     completed: int = 0
     active: int = 0
@@ -150,6 +152,7 @@ async def _session(plan: Plan, rec: Recorder, browser: Browser, pid: str) -> Non
             "durations": {"fixation_ms": 300.0, "stimulus_ms": 300.1, "mask_ms": 299.9},
             "client": {"frame_ms": 16.67},
         }
+        rec.attempted.append((token, body))
         r = await persistent(rec, browser, "save", "POST", "/api/session/responses", json.dumps(body).encode(), auth)
         rec.save_done_at.append(time.perf_counter())
         if r.status in (200, 201):

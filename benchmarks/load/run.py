@@ -249,12 +249,19 @@ def run(cfg: Config) -> dict[str, Any]:
             report["ceiling"] = uvloop.run(ceiling(cfg, server.port))
         report["ceiling"]["ratio"] = report["saturation"]["saves_per_s"] / report["ceiling"]["requests_per_s"]
         print("[load] auditing the database", flush=True)
-        a: Audit = audit(url, rec.confirmed)
+        a: Audit = audit(url, rec.confirmed, rec.attempted)
         report["audit"] = {**asdict(a), "ok": a.ok, "refused": rec.refused[:5], "n_refused": len(rec.refused)}
         report["completed_by_clients"] = rec.completed
         report["participants"] = cfg.participants + cfg.sat_clients
-        errors = log.read_text().count("Traceback")
-        report["server_tracebacks"] = errors
+        text = log.read_text()
+        report["server_tracebacks"] = text.count("Traceback")
+        # The last line of each traceback (the exception), counted, for the report.
+        last_lines: dict[str, int] = {}
+        for block in text.split("Traceback (most recent call last):")[1:]:
+            lines = [ln for ln in block.strip().splitlines() if ln and not ln.startswith(" ")]
+            if lines:
+                last_lines[lines[-1][:200]] = last_lines.get(lines[-1][:200], 0) + 1
+        report["server_errors"] = last_lines
     report["loadavg_after"] = os.getloadavg()
     return report
 
@@ -286,8 +293,11 @@ def format_report(r: dict[str, Any]) -> str:
         f"CPU per save: app {sat['cpu_ms_per_save']['app']:.2f} ms, PostgreSQL {sat['cpu_ms_per_save']['postgres']:.2f} ms",
         f"  ceiling       {ceil['requests_per_s']:.0f} requests/s on a bare FastAPI endpoint; ratio {ceil['ratio']:.2f}",
         f"  audit         confirmed {au['confirmed']}, stored {au['stored']}, lost {au['lost']}, duplicated {au['duplicated']}, "
-        f"mismatched {au['mismatched']}, unexpected {au['unexpected']}, refused {au['n_refused']}; "
+        f"mismatched {au['mismatched']}, unexpected {au['unexpected']}, refused {au['n_refused']}, "
+        f"stored but unconfirmed when the run stopped {au['unconfirmed']}; "
         f"completed {au['completed']}/{r['participants']}; server tracebacks {r['server_tracebacks']}",
-        f"  verdict       save p99 {'<' if ol['save']['p99_ms'] < 200 else '>='} 200 ms; {'no' if au['ok'] else 'SOME'} lost or duplicated responses",
+        f"  verdict       save p99 {'<' if ol['save']['p99_ms'] < 200 else '>='} 200 ms; "
+        f"{'no' if au['ok'] else 'SOME'} lost, duplicated or altered responses; "
+        f"{ol['n_failures'] + sat['n_failures']} sessions unfinished at the time limit",
     ]
     return "\n".join(lines)

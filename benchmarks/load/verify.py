@@ -19,7 +19,8 @@ class Audit:
     lost: int  # confirmed but not stored
     duplicated: int  # (participant, trial) stored more than once
     mismatched: int  # stored with a different payload than the client sent
-    unexpected: int  # stored although no client had it confirmed
+    unexpected: int  # stored although no client ever sent it
+    unconfirmed: int  # sent and stored, but the answer never reached the client (run stopped)
     completed: int  # participants with status completed
 
     @property
@@ -27,7 +28,7 @@ class Audit:
         return self.lost == self.duplicated == self.mismatched == self.unexpected == 0
 
 
-def audit(url: str, confirmed: list[tuple[str, dict[str, Any]]]) -> Audit:
+def audit(url: str, confirmed: list[tuple[str, dict[str, Any]]], attempted: list[tuple[str, dict[str, Any]]]) -> Audit:
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
@@ -42,14 +43,18 @@ def audit(url: str, confirmed: list[tuple[str, dict[str, Any]]]) -> Audit:
             completed = conn.scalar(sa.select(sa.func.count()).select_from(Participant).where(Participant.status == "completed")) or 0
     finally:
         engine.dispose()
-    expected: dict[tuple[int, int], str] = {}
-    for token, body in confirmed:
-        pid = ids.get(token_hash(token))
-        key = (pid if pid is not None else -1, int(body["trial_index"]))
-        expected[key] = ResponseIn.model_validate(body).payload_sha256()
+    def keyed(pairs: list[tuple[str, dict[str, Any]]]) -> dict[tuple[int, int], str]:
+        out = {}
+        for token, body in pairs:
+            pid = ids.get(token_hash(token))
+            out[(pid if pid is not None else -1, int(body["trial_index"]))] = ResponseIn.model_validate(body).payload_sha256()
+        return out
+
+    expected, sent = keyed(confirmed), keyed(attempted)
     lost = sum(1 for k in expected if k not in stored)
-    mismatched = sum(1 for k, sha in expected.items() if k in stored and stored[k] != sha)
-    unexpected = sum(1 for k in stored if k not in expected)
+    mismatched = sum(1 for k, sha in sent.items() if k in stored and stored[k] != sha)
+    unexpected = sum(1 for k in stored if k not in sent)
+    unconfirmed = sum(1 for k in stored if k in sent and k not in expected)
     return Audit(
         confirmed=len(confirmed),
         stored=n_rows,
@@ -57,5 +62,6 @@ def audit(url: str, confirmed: list[tuple[str, dict[str, Any]]]) -> Audit:
         duplicated=len(dup) + (n_rows - len(stored)),
         mismatched=mismatched,
         unexpected=unexpected,
+        unconfirmed=unconfirmed,
         completed=completed,
     )
