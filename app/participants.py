@@ -98,22 +98,17 @@ def sweep_abandoned(session: Session, exp: Experiment, minutes: int, now: dt.dat
 def free_slots(session: Session, exp_id: int, limit: int | None) -> list[int]:
     """Free slots in increasing order (a few, enough to retry on), below ``limit`` if given.
 
-    The database finds the first free slot of each gap (slot 0, or one after a taken slot that is
-    not itself followed by a taken one) through the (experiment, slot) index, so an arrival does
-    not fetch every taken slot of a large study."""
-    p, q = sa.orm.aliased(Participant), sa.orm.aliased(Participant)
-    zero_free = ~sa.exists().where(q.experiment_id == exp_id, q.slot == 0)
-    after_taken = (
-        sa.select((p.slot + 1).label("s"))
-        .where(p.experiment_id == exp_id, p.slot.is_not(None), ~sa.exists().where(q.experiment_id == exp_id, q.slot == p.slot + 1))
-    )
-    starts = sorted(session.scalars(sa.union_all(sa.select(sa.literal(0).label("s")).where(zero_free), after_taken).order_by("s").limit(8)))
-    out = list(starts)
-    if out:
-        # The largest start lies past every taken slot (or is followed by more gap starts, which
-        # are then already listed), so the slots after it are free too.
-        out += [out[-1] + k for k in range(1, 9 - len(out))]
-    return [k for k in out if limit is None or k < limit][:8]
+    (Fetching the taken slots is an index-only scan of the unique (experiment, slot) index. A
+    gap-finding anti-join in SQL was tried for large studies: with the fresh table statistics of
+    a new study, PostgreSQL planned it as a nested loop taking 0.6 s at 800 participants.)"""
+    taken = set(session.scalars(sa.select(Participant.slot).where(Participant.experiment_id == exp_id, Participant.slot.is_not(None))))
+    out: list[int] = []
+    k = 0
+    while len(out) < 8 and (limit is None or k < limit):
+        if k not in taken:
+            out.append(k)
+        k += 1
+    return out
 
 
 def _find_existing(session: Session, exp: Experiment, arrival: Arrival) -> list[Participant]:

@@ -93,6 +93,17 @@ def prepare_study(url: str, media_root: Path, work: Path, *, sources: int = 60, 
     return SLUG
 
 
+
+def die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the parent dies (Linux), so a killed test or
+    benchmark run does not leave a server running in its own session."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    PR_SET_PDEATHSIG = 1
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -136,7 +147,7 @@ def uvicorn_server(app: str, *, workers: int, env: dict[str, str], log: Path, ex
         *(extra or []),
     ]  # fmt: skip
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
     try:
         _wait_listening(port, proc, log)
         yield Server(port, proc.pid)
