@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import Participant
 from app.participants import authenticate
+from app.responses import SaveDb
+from app.save_async import AsyncSaves
 from app.settings import Settings
 from app.store import MediaStore
 
@@ -23,6 +25,8 @@ class Runtime:
     sessions: sessionmaker[Session]
     store: MediaStore
     secret_key: str
+    saves: SaveDb  # the save endpoint's ORM-free hot path
+    async_saves: AsyncSaves | None = None  # the same on PostgreSQL, on the event loop
 
 
 # The two dependencies below are ``async`` although they do no I/O of their own: FastAPI runs a

@@ -155,6 +155,15 @@ def _ref(s: Stimulus, set_name: str, multi: bool) -> StimRef:
     )
 
 
+def cached_context(exp_id: int, design_seed: int, updated_at: Any) -> ExperimentContext | None:
+    """The context if this version of the experiment is already cached in this process; the save
+    path asks this first so that it needs no ORM load of the experiment."""
+    hit = _CACHE.get((exp_id, design_seed, updated_at))
+    if hit is not None:
+        _CACHE.move_to_end((exp_id, design_seed, updated_at))
+    return hit
+
+
 def context_for(session: Session, exp: Experiment) -> ExperimentContext:
     """The experiment's spec, categories and design input (cached; stimulus sets never change)."""
     cache_key = (exp.id, exp.design_seed, exp.updated_at)

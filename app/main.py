@@ -11,14 +11,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.db import check_migrated, make_engine, make_sessionmaker
+from app.db import check_migrated, libpq_url, make_engine, make_sessionmaker
 from app.deps import Runtime
+from app.responses import SaveDb
+from app.save_async import AsyncSaves
 from app.security import SECURITY_HEADERS
 from app.settings import Settings, get_settings
 from app.store import MediaStore
@@ -135,17 +138,30 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     engine = make_engine(settings)
     if check_schema:
         check_migrated(engine)  # NotMigratedError with a clear message
+    sessions = make_sessionmaker(engine)
+    async_saves = None
+    if engine.dialect.name == "postgresql":
+        async_saves = AsyncSaves(libpq_url(engine), sessions, max_size=settings.db_pool_size)
     rt = Runtime(
         settings=settings,
-        sessions=make_sessionmaker(engine),
+        sessions=sessions,
         store=MediaStore(settings.media_dir),
         secret_key=settings.resolved_secret_key(),
+        saves=SaveDb.of(sessions),
+        async_saves=async_saves,
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        engine.dispose()
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
+        if async_saves is not None:
+            await async_saves.open()
+        try:
+            yield
+        finally:
+            if async_saves is not None:
+                await async_saves.close()
+            engine.dispose()
 
     app = FastAPI(
         title="Metamer Lab",

@@ -28,6 +28,8 @@ from app.recruitment import Arrival
 from app.security import new_public_id, new_salt, participant_token, token_hash
 
 MAX_SLOT_RETRIES = 50
+# The platform of researcher previews (``app.preview``): never counted, never exported.
+PREVIEW_PLATFORM = "preview"
 # last_seen_at is refreshed at most this often, to keep the save path to one write (seconds).
 TOUCH_INTERVAL_S = 30
 
@@ -68,18 +70,23 @@ def touch(p: Participant, now: dt.datetime | None = None) -> None:
         p.last_seen_at = now
 
 
-def end_session(p: Participant, status: str, outcome: str | None, reason: str | None = None) -> None:
-    """Move a participant to an ended status; those who no longer count give back their slot."""
-    now = utcnow()
-    p.status = status
-    p.outcome = outcome
-    p.ended_at = now
+def ended_values(status: str, outcome: str | None, reason: str | None, now: Any) -> dict[str, Any]:
+    """The participant columns that ending a session sets (``now``: a datetime or a SQL bind
+    parameter). Those who no longer count give back their slot."""
+    values: dict[str, Any] = {"status": status, "outcome": outcome, "ended_at": now}
     if status == "completed":
-        p.completed_at = now
+        values["completed_at"] = now
     if reason:
-        p.screen_reason = reason[:200]
+        values["screen_reason"] = reason[:200]
     if status != "completed" or outcome == "failed_attention":
-        p.slot = None
+        values["slot"] = None
+    return values
+
+
+def end_session(p: Participant, status: str, outcome: str | None, reason: str | None = None) -> None:
+    """Move a participant to an ended status (see :func:`ended_values`)."""
+    for column, value in ended_values(status, outcome, reason, utcnow()).items():
+        setattr(p, column, value)
 
 
 def sweep_abandoned(session: Session, exp: Experiment, minutes: int, now: dt.datetime | None = None) -> int:
@@ -195,7 +202,7 @@ def enter(
         session.add(p)
         try:
             session.flush()
-            _write_plan(session, p, ctx)
+            write_plan(session, p, ctx)
             session.commit()
         except IntegrityError:
             session.rollback()
@@ -233,7 +240,7 @@ def _new_participant(exp: Experiment, arrival: Arrival, slot: int, attempt: int,
     )
 
 
-def _write_plan(session: Session, p: Participant, ctx: ExperimentContext) -> None:
+def write_plan(session: Session, p: Participant, ctx: ExperimentContext) -> None:
     """Write the participant's complete, final trial plan (one bulk insert)."""
     rows: list[dict[str, Any]] = []
     for t in plan_trials(ctx.design, p.plan_slot, p.seed):
@@ -265,6 +272,9 @@ def _write_plan(session: Session, p: Participant, ctx: ExperimentContext) -> Non
 
 
 def counting(session: Session, exp_id: int) -> int:
+    """Participants started or completed, researcher previews left out."""
     return session.scalar(
-        sa.select(sa.func.count()).select_from(Participant).where(Participant.experiment_id == exp_id, Participant.status.in_(COUNTING_STATUSES))
+        sa.select(sa.func.count())
+        .select_from(Participant)
+        .where(Participant.experiment_id == exp_id, Participant.status.in_(COUNTING_STATUSES), Participant.platform != PREVIEW_PLATFORM)
     ) or 0

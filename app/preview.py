@@ -21,10 +21,9 @@ from sqlalchemy.orm import Session
 
 from app.experiments import context_for
 from app.models import Experiment, Participant
-from app.participants import _write_plan, free_slots, token_for
+from app.participants import PREVIEW_PLATFORM, free_slots, token_for, write_plan
 from app.security import new_public_id, new_salt, participant_token, token_hash
 
-PREVIEW_PLATFORM = "preview"
 # SQL condition selecting the participants that count (everything but previews).
 REAL = Participant.platform != PREVIEW_PLATFORM
 
@@ -64,6 +63,6 @@ def start_preview(session: Session, exp: Experiment, *, secret_key: str, admin_n
     )
     session.add(p)
     session.flush()
-    _write_plan(session, p, ctx)
+    write_plan(session, p, ctx)
     session.flush()
     return token_for(secret_key, p)

@@ -11,17 +11,21 @@ import datetime as dt
 import functools
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session, sessionmaker
 
-from app.experiments import ExperimentContext
-from app.models import Participant, Response, Trial, utcnow
-from app.participants import end_session, touch
+from app.experiments import ExperimentContext, cached_context, context_for
+from app.models import Experiment, Participant, Response, Trial, utcnow
+from app.participants import TOUCH_INTERVAL_S, end_session, ended_values
 from app.recruitment import completion_target
+from app.security import token_hash
 
 Short = Annotated[str, Field(max_length=200)]
 
@@ -61,6 +65,30 @@ class ResponseIn(BaseModel):
     def payload_sha256(self) -> str:
         canon = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode()).hexdigest()
+
+
+class ParticipantState(Protocol):
+    """What deciding a participant's stage reads: an ORM ``Participant`` or a row of the save
+    path's query (which loads no ORM object)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def outcome(self) -> str | None: ...
+    @property
+    def consent_at(self) -> dt.datetime | None: ...
+    @property
+    def instructions_at(self) -> dt.datetime | None: ...
+    @property
+    def headphone_passed(self) -> bool | None: ...
+    @property
+    def platform(self) -> str: ...
+    @property
+    def assignment_id(self) -> str | None: ...
+    @property
+    def turk_submit_to(self) -> str | None: ...
 
 
 class SaveError(Exception):
@@ -108,40 +136,51 @@ def gate_status(session: Session, p: Participant, ctx: ExperimentContext) -> Lit
 
 _T = Trial.__table__
 _R = Response.__table__
+_P = Participant.__table__
+_E = Experiment.__table__
 
 
-def _trial_facts(with_gate: bool) -> sa.Select[Any]:
-    """One query for everything a save needs to decide: the trial, any answer already stored for
-    it, the gate tally (answered, correct) and the phase of the first *other* unanswered trial
-    (the next stage once this one is answered). Saves are the hot path: one round trip here
-    replaces five. Parameters ``pid`` (participant id) and ``idx`` (trial index); every lookup
-    goes through the (participant_id, index) indexes, so it costs the same at any study size."""
-    pid, idx = sa.bindparam("pid", type_=sa.Integer), sa.bindparam("idx", type_=sa.Integer)
-    t3, r3 = _T.alias("nt"), _R.alias("nr")
+def _save_facts() -> sa.Select[Any]:
+    """One query for everything a save needs to decide, found from the token's hash: the
+    participant's state, the experiment's version (the key of the cached context), the trial, any
+    answer already stored for it, the gate tally (answered, correct) and the phase of the first
+    *other* unanswered trial (the next stage once this one is answered). Saves are the hot path:
+    one round trip here replaces four. Parameters ``th`` (token hash) and ``idx`` (trial index);
+    every lookup goes through a unique or (participant_id, index) index, so a save costs the same
+    at any study size."""
+    th, idx = sa.bindparam("th", type_=sa.String), sa.bindparam("idx", type_=sa.Integer)
+    t2, r2, t3, r3 = _T.alias("gt"), _R.alias("gr"), _T.alias("nt"), _R.alias("nr")
     next_phase = (
         sa.select(t3.c.phase)
         .select_from(t3.outerjoin(r3, sa.and_(r3.c.participant_id == t3.c.participant_id, r3.c.trial_index == t3.c.index)))
-        .where(t3.c.participant_id == pid, r3.c.id.is_(None), t3.c.index != idx)
+        .where(t3.c.participant_id == _P.c.id, r3.c.id.is_(None), t3.c.index != idx)
         .order_by(t3.c.index)
         .limit(1)
+        .correlate(_P)
         .scalar_subquery()
     )
-    cols: list[Any] = [_T.c.id, _T.c.phase, _T.c.label, _R.c.payload_sha256, _R.c.correct, next_phase.label("next_phase")]
-    joined = _T.outerjoin(_R, _R.c.trial_id == _T.c.id)
-    if with_gate:
-        t2, r2 = _T.alias("gt"), _R.alias("gr")
-        g = (
-            sa.select(sa.func.count(r2.c.id).label("gate_answered"), sa.func.count(r2.c.id).filter(r2.c.correct.is_(True)).label("gate_correct"))
-            .select_from(t2.join(r2, sa.and_(r2.c.participant_id == t2.c.participant_id, r2.c.trial_index == t2.c.index)))
-            .where(t2.c.participant_id == pid, t2.c.phase == "gate")
-            .subquery("gate")
+    gate_rows = t2.join(r2, sa.and_(r2.c.participant_id == t2.c.participant_id, r2.c.trial_index == t2.c.index))
+    gate_where = sa.and_(t2.c.participant_id == _P.c.id, t2.c.phase == "gate")
+    gate_answered = sa.select(sa.func.count(r2.c.id)).select_from(gate_rows).where(gate_where).correlate(_P).scalar_subquery()
+    gate_correct = sa.select(sa.func.count(r2.c.id)).select_from(gate_rows).where(gate_where, r2.c.correct.is_(True)).correlate(_P).scalar_subquery()
+    return (
+        sa.select(
+            _P.c.id, _P.c.status, _P.c.outcome, _P.c.consent_at, _P.c.instructions_at, _P.c.headphone_passed,
+            _P.c.last_seen_at, _P.c.platform, _P.c.assignment_id, _P.c.turk_submit_to,
+            _P.c.experiment_id, _E.c.design_seed, _E.c.updated_at,
+            _T.c.id.label("trial_id"), _T.c.phase, _T.c.label, _R.c.payload_sha256, _R.c.correct,
+            next_phase.label("next_phase"), gate_answered.label("gate_answered"), gate_correct.label("gate_correct"),
+        )  # fmt: skip
+        .select_from(
+            _P.join(_E, _E.c.id == _P.c.experiment_id)
+            .outerjoin(_T, sa.and_(_T.c.participant_id == _P.c.id, _T.c.index == idx))
+            .outerjoin(_R, _R.c.trial_id == _T.c.id)
         )
-        cols += [g.c.gate_answered, g.c.gate_correct]
-        joined = joined.join(g, sa.true())
-    return sa.select(*cols).select_from(joined).where(_T.c.participant_id == pid, _T.c.index == idx)
+        .where(_P.c.token_hash == th)
+    )
 
 
-_FACTS = {True: _trial_facts(True), False: _trial_facts(False)}
+FACTS = _save_facts()
 
 
 @functools.cache
@@ -155,62 +194,179 @@ def _insert_response(dialect: str) -> Any:
     return insert(_R).on_conflict_do_nothing().returning(_R.c.id)
 
 
-def save_response(session: Session, p: Participant, ctx: ExperimentContext, data: ResponseIn) -> SaveResult:
-    """Store one answer (or recognize a retry). Raises SaveError for anything that must not be stored.
+TOUCH = sa.update(_P).where(_P.c.id == sa.bindparam("pid")).values(last_seen_at=sa.bindparam("now"))
+STORED = sa.select(_R.c.payload_sha256, _R.c.correct).where(_R.c.participant_id == sa.bindparam("pid"), _R.c.trial_index == sa.bindparam("idx"))
 
-    Two statements: :func:`_trial_facts`, then ``INSERT … ON CONFLICT DO NOTHING`` (no savepoint);
-    when a concurrent request stored the trial first, the insert returns nothing and the request
-    is answered as that retry would be.
-    """
-    digest = data.payload_sha256()
-    gate_n = ctx.spec.gate.trials
-    row = session.execute(_FACTS[gate_n > 0], {"pid": p.id, "idx": data.trial_index}).first()
-    if row is not None and row.payload_sha256 is not None:
-        return _repeat(p, ctx, row.payload_sha256, row.correct, row.phase, data.trial_index, digest, row.next_phase)
+
+@dataclass(frozen=True)
+class SaveDb:
+    """Where saves go. ``engine`` runs the hot path without the ORM: on PostgreSQL in autocommit
+    (each statement commits by itself, which saves the BEGIN and COMMIT round trips; the single
+    INSERT is the only write that matters and it is atomic), on SQLite in one ``BEGIN IMMEDIATE``
+    transaction."""
+
+    engine: Engine
+
+    @classmethod
+    def of(cls, sessions: sessionmaker[Session]) -> SaveDb:
+        bind = sessions.kw["bind"]
+        return cls(bind.execution_options(isolation_level="AUTOCOMMIT") if bind.dialect.name == "postgresql" else bind)
+
+    @contextmanager
+    def unit(self) -> Iterator[Connection]:
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as conn:
+                yield conn
+        else:
+            with self.engine.begin() as conn:
+                yield conn
+
+
+def context_of_row(conn: Connection, row: Any) -> ExperimentContext:
+    """The cached context, or (once per experiment version and process) one loaded through the
+    save's own connection: a second connection would wait on SQLite's write lock, held by this one."""
+    ctx = cached_context(row.experiment_id, row.design_seed, row.updated_at)
+    if ctx is None:
+        with Session(bind=conn) as session:
+            exp = session.get(Experiment, row.experiment_id)
+            assert exp is not None
+            ctx = context_for(session, exp)
+    return ctx
+
+
+def load_context(sessions: sessionmaker[Session], exp_id: int) -> ExperimentContext:
+    """The context of an experiment through a session of its own (the async save path's cache miss)."""
+    with sessions() as session:
+        exp = session.get(Experiment, exp_id)
+        assert exp is not None
+        return context_for(session, exp)
+
+
+def check_answer(p: ParticipantState, ctx: ExperimentContext, facts: Any, data: ResponseIn) -> None:
+    """Raise SaveError unless a first answer to this trial may be stored now. ``facts`` is a row of
+    :func:`_save_facts` (trial_id, phase, gate_answered, gate_correct)."""
     if p.status != "started":
         raise SaveError(409, f"this session has ended ({p.status.replace('_', ' ')}); no more answers are accepted")
-    if row is None:
+    if facts.trial_id is None:
         raise SaveError(422, f"trial_index {data.trial_index} is not one of your trials")
-    phase = row.phase
+    phase, gate_n = facts.phase, ctx.spec.gate.trials
     if phase in ("main", "catch") and gate_n:
-        if row.gate_answered < gate_n or row.gate_correct < ctx.spec.gate.min_correct:
+        if facts.gate_answered < gate_n or facts.gate_correct < ctx.spec.gate.min_correct:
             raise SaveError(409, "the practice gate has not been passed yet")
     if headphone_pending(p, ctx) and (ctx.spec.headphone.position != "before_main" or phase in ("main", "catch")):
         raise SaveError(409, "the headphone check has not been passed yet")
     if data.answer not in allowed_answers(ctx):
         raise SaveError(422, f"answer {data.answer[:50]!r} is not one of the response options")
-    correct = data.answer == row.label
-    values = {
-        "participant_id": p.id,
-        "trial_id": row.id,
+
+
+def response_values(row: Any, data: ResponseIn, digest: str, now: dt.datetime) -> dict[str, Any]:
+    """The ``responses`` row for a first answer (keys are the column names)."""
+    return {
+        "participant_id": row.id,
+        "trial_id": row.trial_id,
         "trial_index": data.trial_index,
         "answer": data.answer,
-        "correct": correct,
+        "correct": data.answer == row.label,
         "rt_ms": data.rt_ms,
         "shown_at": _epoch_ms(data.shown_at),
         "responded_at": _epoch_ms(data.responded_at),
-        "received_at": utcnow(),
+        "received_at": now,
         "durations": data.durations,
         "events": [e.model_dump(exclude_none=True) for e in data.events] if data.events else None,
         "client": data.client,
         "payload_sha256": digest,
     }
-    if session.execute(_insert_response(session.get_bind().dialect.name), values).first() is None:
-        # Another request (a second tab, a retry racing the first try) stored this trial first.
-        existing = session.execute(sa.select(_R.c.payload_sha256, _R.c.correct).where(_R.c.participant_id == p.id, _R.c.trial_index == data.trial_index)).first()
-        if existing is None:
-            raise SaveError(503, "the answer could not be stored; please retry")
-        return _repeat(p, ctx, existing.payload_sha256, existing.correct, phase, data.trial_index, digest, row.next_phase)
-    touch(p)
-    ended = None
-    if phase == "gate" and gate_status(session, p, ctx) == "failed":
-        end_session(p, "screened_out", "screened_out", "failed the practice gate")
-        ended = ended_info(p, ctx)
-    reveal = phase == "practice" and ctx.spec.practice.feedback
-    return SaveResult(duplicate=False, correct=correct if reveal else None, stage=stage_of(session, p, ctx, next_phase=row.next_phase), ended=ended)
 
 
-def _repeat(p: Participant, ctx: ExperimentContext, stored_sha: str, stored_correct: bool, phase: str, index: int, digest: str, next_phase: str | None) -> SaveResult:
+def needs_touch(row: Any, now: dt.datetime) -> bool:
+    return (now - row.last_seen_at).total_seconds() > TOUCH_INTERVAL_S
+
+
+def first_answer_result(row: Any, ctx: ExperimentContext, correct: bool) -> SaveResult:
+    """The answer to a stored first answer that did not end the session."""
+    reveal = row.phase == "practice" and ctx.spec.practice.feedback
+    return SaveResult(duplicate=False, correct=correct if reveal else None, stage=stage_of(None, row, ctx, next_phase=row.next_phase), ended=None)
+
+
+def save_response(db: SaveDb, token: str, data: ResponseIn) -> SaveResult:
+    """Store one answer (or recognize a retry). Raises SaveError for anything that must not be
+    stored, including an unknown token (401).
+
+    Two statements on the hot path: :func:`_save_facts`, then ``INSERT … ON CONFLICT DO NOTHING``
+    (no savepoint, no ORM); when a concurrent request stored the trial first, the insert returns
+    nothing and the request is answered as that retry would be. ``last_seen_at`` is refreshed at
+    most every ``TOUCH_INTERVAL_S``. A gate answer may be followed by :data:`END_ON_FAILED_GATE`.
+    ``app.save_async`` is the same flow on PostgreSQL without threads.
+    """
+    if not token or len(token) > 200:
+        raise SaveError(401, UNKNOWN_TOKEN)
+    digest = data.payload_sha256()
+    with db.unit() as conn:
+        row = conn.execute(FACTS, {"th": token_hash(token), "idx": data.trial_index}).first()
+        if row is None:
+            raise SaveError(401, UNKNOWN_TOKEN)
+        ctx = context_of_row(conn, row)
+        if row.payload_sha256 is not None:
+            return repeat_result(row, ctx, row.payload_sha256, row.correct, row.phase, data.trial_index, digest, row.next_phase)
+        check_answer(row, ctx, row, data)
+        now = utcnow()
+        values = response_values(row, data, digest, now)
+        if conn.execute(_insert_response(conn.dialect.name), values).first() is None:
+            # Another request (a second tab, a retry racing the first try) stored this trial first.
+            existing = conn.execute(STORED, {"pid": row.id, "idx": data.trial_index}).first()
+            if existing is None:
+                raise SaveError(503, "the answer could not be stored; please retry")
+            return repeat_result(row, ctx, existing.payload_sha256, existing.correct, row.phase, data.trial_index, digest, row.next_phase)
+        if needs_touch(row, now):
+            conn.execute(TOUCH, {"pid": row.id, "now": now})
+        gate = gate_check_params(row, ctx, values["correct"], now)
+        if gate is not None and (ended := conn.execute(END_ON_FAILED_GATE, gate).first()) is not None:
+            return gate_ended_result(ended, ctx)
+    return first_answer_result(row, ctx, values["correct"])
+
+
+UNKNOWN_TOKEN = "unknown participant token; reopen the study link"
+
+
+GATE_FAILED_REASON = "failed the practice gate"
+
+
+def _end_on_failed_gate() -> sa.Update:
+    """End the session when the gate is complete and failed, in one atomic statement that returns
+    what the answer needs (``ended_info``), or nothing. Parameters ``pid``, ``n`` (gate trials),
+    ``min_ok`` and ``now``. It runs *after* the answer committed, so of two tabs answering the
+    last gate trials at once, the later statement counts both answers; ``status = 'started'``
+    keeps it from ending a session twice."""
+    t2, r2 = _T.alias("gt"), _R.alias("gr")
+    rows = t2.join(r2, sa.and_(r2.c.participant_id == t2.c.participant_id, r2.c.trial_index == t2.c.index))
+    mine = sa.and_(t2.c.participant_id == _P.c.id, t2.c.phase == "gate")
+    answered = sa.select(sa.func.count(r2.c.id)).select_from(rows).where(mine).scalar_subquery()
+    correct = sa.select(sa.func.count(r2.c.id)).select_from(rows).where(mine, r2.c.correct.is_(True)).scalar_subquery()
+    now = sa.bindparam("now", type_=_P.c.ended_at.type)
+    return (
+        sa.update(_P)
+        .where(_P.c.id == sa.bindparam("pid"), _P.c.status == "started", answered >= sa.bindparam("n"), correct < sa.bindparam("min_ok"))
+        .values(ended_values("screened_out", "screened_out", GATE_FAILED_REASON, now))
+        .returning(_P.c.status, _P.c.outcome, _P.c.platform, _P.c.assignment_id, _P.c.turk_submit_to)
+    )
+
+
+END_ON_FAILED_GATE = _end_on_failed_gate()
+
+
+def gate_check_params(row: Any, ctx: ExperimentContext, correct: bool, now: dt.datetime) -> dict[str, Any] | None:
+    """Parameters of :data:`END_ON_FAILED_GATE` after a first gate answer, or None when the gate
+    cannot fail any more (enough correct answers are already stored: they never go away)."""
+    if row.phase != "gate" or row.gate_correct + int(correct) >= ctx.spec.gate.min_correct:
+        return None
+    return {"pid": row.id, "n": ctx.spec.gate.trials, "min_ok": ctx.spec.gate.min_correct, "now": now}
+
+
+def gate_ended_result(ended: Any, ctx: ExperimentContext) -> SaveResult:
+    return SaveResult(duplicate=False, correct=None, stage="ended", ended=ended_info(ended, ctx))
+
+
+def repeat_result(p: ParticipantState, ctx: ExperimentContext, stored_sha: str, stored_correct: bool, phase: str, index: int, digest: str, next_phase: str | None) -> SaveResult:
     if stored_sha != digest:
         raise SaveError(409, f"trial {index} was already answered with a different response; the first answer is kept")
     reveal = phase == "practice" and ctx.spec.practice.feedback
@@ -218,7 +374,7 @@ def _repeat(p: Participant, ctx: ExperimentContext, stored_sha: str, stored_corr
     return SaveResult(duplicate=True, correct=stored_correct if reveal else None, stage=stage_of(None, p, ctx, next_phase=next_phase), ended=ended)
 
 
-def headphone_pending(p: Participant, ctx: ExperimentContext) -> bool:
+def headphone_pending(p: ParticipantState, ctx: ExperimentContext) -> bool:
     return ctx.spec.headphone.check != "none" and p.headphone_passed is None
 
 
@@ -226,7 +382,7 @@ def answered_indices(session: Session, p: Participant) -> list[int]:
     return list(session.scalars(sa.select(Response.trial_index).where(Response.participant_id == p.id).order_by(Response.trial_index)))
 
 
-def next_unanswered_phase(session: Session, p: Participant, answered: list[int] | None = None) -> str | None:
+def next_unanswered_phase(session: Session, p: ParticipantState, answered: list[int] | None = None) -> str | None:
     """Phase of the participant's first unanswered trial (None when all are answered); one query."""
     if answered is not None:
         done = set(answered)
@@ -247,7 +403,7 @@ def next_unanswered_phase(session: Session, p: Participant, answered: list[int] 
 _UNKNOWN: Any = object()
 
 
-def stage_of(session: Session | None, p: Participant, ctx: ExperimentContext, answered: list[int] | None = None, *, next_phase: str | None = _UNKNOWN) -> str:
+def stage_of(session: Session | None, p: ParticipantState, ctx: ExperimentContext, answered: list[int] | None = None, *, next_phase: str | None = _UNKNOWN) -> str:
     """Where the participant is: consent | instructions | headphone | practice | gate | main | debrief | ended.
 
     Derived from stored facts only, so a reload (or another tab) always lands in the same place.
@@ -279,7 +435,7 @@ def stage_of(session: Session | None, p: Participant, ctx: ExperimentContext, an
     return phase
 
 
-def ended_info(p: Participant, ctx: ExperimentContext) -> dict[str, Any]:
+def ended_info(p: ParticipantState, ctx: ExperimentContext) -> dict[str, Any]:
     outcome = p.outcome or ("completed" if p.status == "completed" else p.status)
     info: dict[str, Any] = {"status": p.status, "outcome": outcome}
     if p.status in ("completed", "screened_out"):

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     # HTTPS deployments set this so cookies get the Secure flag.
     secure_cookies: bool = False
     db_pool_size: int = 10
+    # Threads per process for synchronous endpoints (anyio's default is 40). Fewer threads contend
+    # less for the GIL; more than the pool's connections would only wait for one.
+    worker_threads: int = Field(default=12, ge=1, le=200)
     db_max_overflow: int = 20
     # New participants per client IP per window (0 = no limit). Generous: a lab, a school or a
     # campus NAT can put many real participants behind one address. Resuming is never limited.

@@ -86,6 +86,10 @@ def _close_pooled_connections() -> Iterator[None]:
         yield
     finally:
         sa.event.remove(sa.engine.Engine, "engine_connect", track)
+        from tests.study import STARTED
+
+        while STARTED:
+            STARTED.pop().__exit__(None, None, None)  # runs the app's shutdown: closes its pools
         for engine in list(used):
             engine.dispose()
 

@@ -119,6 +119,19 @@ class Study:
         return done
 
 
+# Test clients whose app is running (lifespan entered); conftest stops them after each test.
+STARTED: list[TestClient] = []
+
+
+def started_client(app: Any) -> TestClient:
+    """A TestClient with the app's lifespan running, as under uvicorn: one event loop for all its
+    requests, so the PostgreSQL save path runs on the app's async pool, as in production."""
+    client = TestClient(app)
+    client.__enter__()
+    STARTED.append(client)
+    return client
+
+
 def build_study(settings: Settings, tmp_path: Path, spec: dict[str, Any] | None = None, *, bank_kwargs: dict[str, Any] | None = None, status: str = "active") -> Study:
     from app.db import upgrade
 
@@ -132,5 +145,5 @@ def build_study(settings: Settings, tmp_path: Path, spec: dict[str, Any] | None 
         create_experiment(s, parse_spec(full), status=status)
         s.commit()
     app = create_app(settings)
-    client = TestClient(app)
+    client = started_client(app)
     return Study(settings=settings, client=client, slug=full["slug"], sessions=sessions, spec=full)

@@ -41,8 +41,16 @@ def any_answer(t: dict[str, Any]) -> str:
 
 
 def stored_count(study: Study) -> int:
-    with study.sessions() as s:
-        return s.scalar(sa.select(sa.func.count()).select_from(Response)) or 0
+    # A pooled connection that predates a PostgreSQL restart fails once (the pool pings only
+    # connections idle for a while); the failure discards the stale pool, so a second try works.
+    for attempt in range(2):
+        try:
+            with study.sessions() as s:
+                return s.scalar(sa.select(sa.func.count()).select_from(Response)) or 0
+        except sa.exc.OperationalError:
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
 
 
 def assert_exactly_once(study: Study, people: list[OutboxParticipant]) -> None:
@@ -323,6 +331,34 @@ def test_two_tabs_submitting_the_same_trial_at_once_store_it_once(settings: Sett
             assert rows == [(winner["answer"], ResponseIn.model_validate(winner).payload_sha256())]
         with study.sessions() as s:
             assert s.scalar(sa.select(sa.func.count()).select_from(Response)) == 8
+    finally:
+        server.stop()
+
+
+def test_two_tabs_failing_the_last_gate_trials_at_once_still_end_the_session(settings: Settings, tmp_path: Path) -> None:
+    """Each save sees the gate tally from before its own insert; the check that ends a failed
+    session runs after the insert committed, so whichever of two simultaneous answers commits
+    last counts both."""
+    study = build_study(settings, tmp_path, {**SPEC, "gate": {"trials": 2, "min_correct": 1}})
+    server = LiveServer(settings, tmp_path / "uvicorn.log", workers=2)
+    server.start()
+    try:
+        for k in range(4):
+            with httpx.Client(base_url=server.url, timeout=10) as http:
+                tab = OutboxParticipant(http, study.slug, f"G{k}")
+                token = tab.arrive(prolific(f"G{k}"))
+                tab.persistent("POST", "/api/session/consent", {"agree": True})
+                tab.persistent("POST", "/api/session/instructions")
+                trials = tab.state()["trials"]
+                labels = study.labels(token)
+                for t in trials[:2]:
+                    assert tab.persistent("POST", "/api/session/responses", {"trial_index": t["index"], "answer": t["answer"]}).status_code == 201
+            gate = [t["index"] for t in trials if t["phase"] == "gate"]
+            wrong = [{"trial_index": i, "answer": study.wrong(labels[i])} for i in gate]
+            assert sorted(_post_together(server.url, token, wrong)) == [201, 201]
+            with study.sessions() as s:
+                p = s.scalar(sa.select(Participant).where(Participant.platform_pid == f"G{k}"))
+                assert (p.status, p.outcome, p.slot) == ("screened_out", "screened_out", None)
     finally:
         server.stop()
 

@@ -318,7 +318,8 @@ def test_responses_after_completion_are_refused(study: Study) -> None:
     before = count(study, Response)
     r = study.post(token, "/api/session/events", {"events": [{"kind": "media_error", "detail": "x"}]})
     assert r.status_code == 200
-    r = study.answer(token, 0, "1")
+    # A different answer than the stored one (an identical one is an idempotent retry: 200).
+    r = study.answer(token, 0, study.wrong(study.labels(token)[0]))
     assert r.status_code == 409
     assert count(study, Response) == before
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import anyio
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from app.deps import db, participant_token, require_participant
+from app.deps import Runtime, db, participant_token, require_participant, runtime
 from app.experiments import ExperimentContext, context_for
 from app.models import Experiment, Participant, ParticipantEvent, Stimulus, Trial, utcnow
 from app.participants import end_session, touch
@@ -280,16 +281,15 @@ def finish_instructions(token: str = Depends(participant_token), session: Sessio
     status_code=201,
     responses={**ERRORS, 200: {"model": SaveOut, "description": "an identical retry of a stored response"}, 422: {"model": ErrorOut}},
 )
-def post_response(body: ResponseIn, token: str = Depends(participant_token), session: Session = Depends(db)) -> Any:
+async def post_response(body: ResponseIn, token: str = Depends(participant_token), rt: Runtime = Depends(runtime)) -> Any:
     """Save one answer as it happens. Idempotent: an identical retry returns 200 and changes nothing;
     a different answer to an answered trial returns 409 and changes nothing."""
-    p = require_participant(session, token)
-    ctx = _context(session, p)
     try:
-        result = save_response(session, p, ctx, body)
-        session.commit()
+        if rt.async_saves is not None and rt.async_saves.serves_this_loop():
+            result = await rt.async_saves.save(token, body)
+        else:
+            result = await anyio.to_thread.run_sync(save_response, rt.saves, token, body)
     except SaveError as exc:
-        session.rollback()
         return _error(exc)
     out = SaveOut(duplicate=result.duplicate, correct=result.correct, stage=result.stage, ended=EndedOut(**result.ended) if result.ended else None)  # type: ignore[arg-type]
     return JSONResponse(status_code=200 if result.duplicate else 201, content=out.model_dump())

@@ -1,0 +1,169 @@
+"""The save endpoint on PostgreSQL: async psycopg on the event loop, no ORM, no thread hop.
+
+Saving answers is the hot path (one request per trial per participant). The synchronous
+:func:`app.responses.save_response` pays for a thread-pool hop, SQLAlchemy's statement
+execution and the GIL traffic of many threads; profiled under the load benchmark those were most
+of a save's CPU. This module runs the same flow, with the same statements (compiled once from
+``app.responses``) and the same decisions (``check_answer``, ``repeat_result``, ...), on a small
+pool of autocommit psycopg connections owned by the worker's event loop. Each statement commits by
+itself: the INSERT is the only write that matters and it is atomic. The one case that needs the
+ORM (an experiment version not yet cached in this process) goes to a worker thread.
+
+A connection that breaks (PostgreSQL restarted) fails its request with 503, which clients retry,
+and the pool replaces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+import anyio
+import psycopg
+from psycopg.rows import namedtuple_row
+from psycopg.types.json import Json
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.experiments import ExperimentContext, cached_context
+from app.models import utcnow
+from app.responses import (
+    END_ON_FAILED_GATE,
+    FACTS,
+    STORED,
+    TOUCH,
+    UNKNOWN_TOKEN,
+    ResponseIn,
+    SaveError,
+    SaveResult,
+    check_answer,
+    first_answer_result,
+    gate_check_params,
+    gate_ended_result,
+    load_context,
+    needs_touch,
+    repeat_result,
+    response_values,
+)
+from app.security import token_hash
+
+_DIALECT = postgresql.psycopg.dialect()  # type: ignore[attr-defined]
+_JSON_COLUMNS = ("durations", "events", "client")
+
+
+class _Sql:
+    """A Core statement compiled once to PostgreSQL text with ``%(name)s`` parameters, plus the
+    values of the literals SQLAlchemy turned into parameters (``LIMIT 1``, ``'gate'``)."""
+
+    def __init__(self, stmt: Any) -> None:
+        compiled = stmt.compile(dialect=_DIALECT)
+        self.text = str(compiled)
+        self.required = {name for name, bind in compiled.binds.items() if bind.required}
+        self.literals = {k: v for k, v in compiled.params.items() if k not in self.required}
+
+    def params(self, **values: Any) -> dict[str, Any]:
+        assert values.keys() == self.required, (sorted(values), sorted(self.required))
+        return {**self.literals, **values}
+
+
+FACTS_SQL = _Sql(FACTS)
+STORED_SQL = _Sql(STORED)
+TOUCH_SQL = _Sql(TOUCH)
+GATE_SQL = _Sql(END_ON_FAILED_GATE)
+RESPONSE_COLUMNS = (
+    "participant_id", "trial_id", "trial_index", "answer", "correct", "rt_ms", "shown_at",
+    "responded_at", "received_at", "durations", "events", "client", "payload_sha256",
+)  # fmt: skip
+INSERT_SQL = (
+    f"INSERT INTO responses ({', '.join(RESPONSE_COLUMNS)}) "
+    f"VALUES ({', '.join(f'%({c})s' for c in RESPONSE_COLUMNS)}) ON CONFLICT DO NOTHING RETURNING id"
+)
+
+
+def _utc(v: dt.datetime | None) -> dt.datetime | None:
+    """As ``UTCDateTime`` reads it, so that cache keys and comparisons match the ORM's values."""
+    return None if v is None else v.astimezone(dt.timezone.utc)
+
+
+class AsyncSaves:
+    """A per-process pool of autocommit connections for saves, opened in the app's lifespan."""
+
+    def __init__(self, conninfo: str, sessions: sessionmaker[Session], *, max_size: int) -> None:
+        self.sessions = sessions
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.pool = AsyncConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            kwargs={"autocommit": True, "row_factory": namedtuple_row},
+            # A request waits at most this long for a connection before failing with 503.
+            timeout=20.0,
+        )
+
+    async def open(self) -> None:
+        """Open the pool on the running loop. An app can be started more than once (test clients
+        and fuzzers run its lifespan on loops of their own); the first loop keeps the pool, the
+        others use the threaded path (:meth:`serves_this_loop`)."""
+        if self._loop is None:
+            await self.pool.open()
+            self._loop = asyncio.get_running_loop()
+
+    async def close(self) -> None:
+        if self._loop is asyncio.get_running_loop():
+            await self.pool.close()
+            self._loop = None
+
+    def serves_this_loop(self) -> bool:
+        """The pool belongs to the event loop that opened it (the app's lifespan). A caller on
+        another loop (an app driven without its lifespan, e.g. a bare test client) must use the
+        threaded path instead."""
+        try:
+            return self._loop is asyncio.get_running_loop() and not self.pool.closed
+        except RuntimeError:
+            return False
+
+    async def save(self, token: str, data: ResponseIn) -> SaveResult:
+        """:func:`app.responses.save_response`, on this pool. Raises SaveError."""
+        if not token or len(token) > 200:
+            raise SaveError(401, UNKNOWN_TOKEN)
+        digest = data.payload_sha256()
+        try:
+            async with self.pool.connection() as conn:
+                row = await (await conn.execute(FACTS_SQL.text, FACTS_SQL.params(th=token_hash(token), idx=data.trial_index))).fetchone()
+                if row is None:
+                    raise SaveError(401, UNKNOWN_TOKEN)
+                row = row._replace(last_seen_at=_utc(row.last_seen_at), updated_at=_utc(row.updated_at))
+                ctx = await self._context(row)
+                if row.payload_sha256 is not None:
+                    return repeat_result(row, ctx, row.payload_sha256, row.correct, row.phase, data.trial_index, digest, row.next_phase)
+                check_answer(row, ctx, row, data)
+                now = utcnow()
+                values = response_values(row, data, digest, now)
+                params = {k: (Json(v) if k in _JSON_COLUMNS else v) for k, v in values.items()}
+                if await (await conn.execute(INSERT_SQL, params)).fetchone() is None:
+                    # Another request (a second tab, a retry racing the first try) stored it first.
+                    existing = await (await conn.execute(STORED_SQL.text, STORED_SQL.params(pid=row.id, idx=data.trial_index))).fetchone()
+                    if existing is None:
+                        raise SaveError(503, "the answer could not be stored; please retry")
+                    return repeat_result(row, ctx, existing.payload_sha256, existing.correct, row.phase, data.trial_index, digest, row.next_phase)
+                if needs_touch(row, now):
+                    await conn.execute(TOUCH_SQL.text, TOUCH_SQL.params(pid=row.id, now=now))
+                gate = gate_check_params(row, ctx, values["correct"], now)
+                if gate is not None:
+                    ended = await (await conn.execute(GATE_SQL.text, GATE_SQL.params(**gate))).fetchone()
+                    if ended is not None:
+                        return gate_ended_result(ended, ctx)
+        except psycopg.OperationalError as exc:
+            # The database went away mid-request; whether the INSERT landed or not, a retry is
+            # answered correctly (201 or an identical-retry 200).
+            raise SaveError(503, "the database is unavailable; please retry") from exc
+        return first_answer_result(row, ctx, values["correct"])
+
+    async def _context(self, row: Any) -> ExperimentContext:
+        ctx = cached_context(row.experiment_id, row.design_seed, row.updated_at)
+        if ctx is None:
+            ctx = await anyio.to_thread.run_sync(load_context, self.sessions, row.experiment_id)
+        return ctx
