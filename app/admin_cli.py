@@ -28,8 +28,10 @@ def _read_password(args: argparse.Namespace) -> str | None:
     return first
 
 
-def cmd_admin_create(args: argparse.Namespace) -> int:
-    from app.auth import audit, create_admin
+def _change_admin(args: argparse.Namespace, action: str, done: str) -> int:
+    """Read a password, then create an admin (``action`` admin_create) or reset one's password
+    (admin_password_reset), audited as done from the command line."""
+    from app.auth import audit, create_admin, set_password
     from app.cli import _sessions
 
     password = _read_password(args)
@@ -38,32 +40,21 @@ def cmd_admin_create(args: argparse.Namespace) -> int:
     _, sessions = _sessions()
     with sessions() as s:
         try:
-            user = create_admin(s, args.username, password)
+            user = (create_admin if action == "admin_create" else set_password)(s, args.username, password)
         except ValueError as exc:
             return _fail(str(exc))
-        audit(s, None, "admin_create", f"admin:{user.username}", via="cli")
+        audit(s, None, action, f"admin:{user.username}", via="cli")
         s.commit()
-    print(f"created admin {args.username!r}")
+    print(done)
     return 0
+
+
+def cmd_admin_create(args: argparse.Namespace) -> int:
+    return _change_admin(args, "admin_create", f"created admin {args.username!r}")
 
 
 def cmd_admin_password(args: argparse.Namespace) -> int:
-    from app.auth import audit, set_password
-    from app.cli import _sessions
-
-    password = _read_password(args)
-    if password is None:
-        return 2
-    _, sessions = _sessions()
-    with sessions() as s:
-        try:
-            user = set_password(s, args.username, password)
-        except ValueError as exc:
-            return _fail(str(exc))
-        audit(s, None, "admin_password_reset", f"admin:{user.username}", via="cli")
-        s.commit()
-    print(f"password of {args.username!r} reset; their sessions are logged out and any lockout is lifted")
-    return 0
+    return _change_admin(args, "admin_password_reset", f"password of {args.username!r} reset; their sessions are logged out and any lockout is lifted")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -260,6 +260,22 @@ def _minutes(a: dt.datetime | None, b: dt.datetime | None) -> float | None:
     return round((b - a).total_seconds() / 60.0, 3)
 
 
+def identity_columns(slug: str, p: Participant, pseudo: Pseudonymizer) -> dict[str, Any]:
+    """Who the row is about: the first columns of both participants.csv and trials.csv, so the
+    two files join on ``participant`` (and on the platform IDs, pseudonymized alike)."""
+    return {
+        "experiment": slug,
+        "participant": p.public_id,
+        "platform": p.platform,
+        "platform_pid": pseudo(p.platform_pid),
+        "study_id": p.study_id,
+        "session_id": pseudo(p.session_id),
+        "assignment_id": pseudo(p.assignment_id),
+        "hit_id": p.hit_id,
+        "attempt": p.attempt,
+    }
+
+
 def participant_row(summ: Summary, spec: ExperimentSpec, slug: str, pseudo: Pseudonymizer, reasons: list[tuple[str, str]]) -> dict[str, Any]:
     p = summ.p
     ph = summ.phases
@@ -275,15 +291,7 @@ def participant_row(summ: Summary, spec: ExperimentSpec, slug: str, pseudo: Pseu
         gate_passed = None
     browser = p.browser if isinstance(p.browser, dict) else {}
     row: dict[str, Any] = {
-        "experiment": slug,
-        "participant": p.public_id,
-        "platform": p.platform,
-        "platform_pid": pseudo(p.platform_pid),
-        "study_id": p.study_id,
-        "session_id": pseudo(p.session_id),
-        "assignment_id": pseudo(p.assignment_id),
-        "hit_id": p.hit_id,
-        "attempt": p.attempt,
+        **identity_columns(slug, p, pseudo),
         "status": p.status,
         "outcome": p.outcome,
         "screen_reason": p.screen_reason,
@@ -516,15 +524,7 @@ def _trial_row(
     client = t.client if isinstance(t.client, dict) else None
     events = t.events if isinstance(t.events, list) else None
     row: dict[str, Any] = {
-        "experiment": slug,
-        "participant": p.public_id,
-        "platform": p.platform,
-        "platform_pid": pseudo(p.platform_pid),
-        "study_id": p.study_id,
-        "session_id": pseudo(p.session_id),
-        "assignment_id": pseudo(p.assignment_id),
-        "hit_id": p.hit_id,
-        "attempt": p.attempt,
+        **identity_columns(slug, p, pseudo),
         "participant_status": p.status,
         "participant_outcome": p.outcome,
         "excluded": bool(reasons),

@@ -202,5 +202,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     _document_app_wide_errors(app)
     app.add_middleware(BodyLimit, limit=settings.max_api_body_bytes)
     app.add_middleware(SecurityHeaders)
+    # Outermost: cached media are answered before the stack above and routing (see app.routes.media).
+    app.add_middleware(media.MediaFastPath, media_dir=settings.media_dir, security_headers=SECURITY_HEADERS)
     return app
 

@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Protocol
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -117,21 +117,6 @@ def _epoch_ms(v: float | None) -> dt.datetime | None:
 
 def allowed_answers(ctx: ExperimentContext) -> set[str]:
     return {c["id"] for c in ctx.categories}
-
-
-def gate_status(session: Session, p: Participant, ctx: ExperimentContext) -> Literal["passed", "failed", "pending"]:
-    n = ctx.spec.gate.trials
-    if n == 0:
-        return "passed"
-    rows = session.execute(
-        sa.select(Response.correct)
-        .join(Trial, Trial.id == Response.trial_id)
-        # Trial.participant_id too, so the trials index is used (not a scan of every plan).
-        .where(Response.participant_id == p.id, Trial.participant_id == p.id, Trial.phase == "gate")
-    ).all()
-    if len(rows) < n:
-        return "pending"
-    return "passed" if sum(1 for (c,) in rows if c) >= ctx.spec.gate.min_correct else "failed"
 
 
 _T = Trial.__table__

@@ -13,7 +13,6 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,25 +22,10 @@ from pathlib import Path
 import httpx
 
 from app.settings import Settings
+from benchmarks.load.stack import die_with_parent, free_port  # the same process hygiene
 
 REPO = Path(__file__).resolve().parent.parent
 
-
-
-def die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the parent dies (Linux), so a killed test or
-    benchmark run does not leave a server running in its own session."""
-    import ctypes
-    import ctypes.util
-
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    PR_SET_PDEATHSIG = 1
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LiveServer:

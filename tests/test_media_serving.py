@@ -58,3 +58,37 @@ def test_unknown_and_malformed_names_are_404(settings, tmp_path) -> None:  # typ
     study = build_study(settings, tmp_path)
     for name in ["0" * 64 + ".png", "0" * 64 + ".html", "..%2F..%2Fetc%2Fpasswd", "A" * 64 + ".png"]:
         assert study.client.get(f"/media/{name}").status_code == 404
+
+
+def test_cached_media_skip_the_framework_with_the_same_answer(settings, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The second request is answered by MediaFastPath (the route is never called) with the
+    same bytes and headers as the first, security headers included; a range request still
+    reaches the route."""
+    from app.routes import media
+
+    study = build_study(settings, tmp_path)
+    url, data = _media(study)
+    first = study.client.get(url)
+    calls: list[str] = []
+
+    def counted(cls):  # type: ignore[no-untyped-def]
+        class Counted(cls):  # type: ignore[misc,valid-type]
+            def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+                calls.append("route")
+                super().__init__(*args, **kwargs)
+
+        return Counted
+
+    # The route builds its answers from these names; the fast path does not.
+    monkeypatch.setattr(media, "Response", counted(media.Response))
+    monkeypatch.setattr(media, "FileResponse", counted(media.FileResponse))
+    second = study.client.get(url)
+    assert calls == []
+    assert second.status_code == 200 and second.content == data
+    keep = ("content-type", "content-length", "cache-control", "etag", "accept-ranges", "x-content-type-options", "content-security-policy")
+    assert {k: second.headers[k] for k in keep} == {k: first.headers[k] for k in keep}
+    assert study.client.get(url, headers={"If-None-Match": first.headers["etag"]}).status_code == 304
+    assert calls == []
+    ranged = study.client.get(url, headers={"Range": "bytes=0-9"})
+    assert ranged.status_code == 206 and ranged.content == data[:10]
+    assert calls == ["route"]
