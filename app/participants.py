@@ -268,7 +268,8 @@ def write_plan(session: Session, p: Participant, ctx: ExperimentContext) -> None
                 "planned_stimulus_id": t.planned_stimulus.id if t.planned_stimulus else None,
             }
         )
-    session.execute(sa.insert(Trial), rows)
+    # Core executemany: the ORM bulk path costs about twice the CPU for the same statements.
+    session.execute(sa.insert(Trial.__table__), rows)
 
 
 def counting(session: Session, exp_id: int) -> int:

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.models import Participant, Response, Trial
+from app.routes.api import SessionOut
 from app.settings import Settings
 from tests.study import Study, build_study, prolific
 
@@ -29,6 +30,7 @@ def test_prolific_participant_completes_and_gets_the_completion_redirect(study: 
     token = study.join("P1")
     st = study.state(token)
     assert st["stage"] == "consent"
+    SessionOut.model_validate(st)  # the state is built from plain dicts: it must fit its model
     phases = [t["phase"] for t in st["trials"]]
     assert phases[:4] == ["practice", "practice", "gate", "gate"]
     assert Counter(phases[4:]) == {"main": 8, "catch": 2}

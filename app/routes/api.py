@@ -167,6 +167,30 @@ def experiment_out(exp_slug: str, ctx: ExperimentContext) -> ExperimentOut:
     )
 
 
+_EXPERIMENT_JSON: dict[int, tuple[ExperimentContext, dict[str, Any]]] = {}
+
+
+def experiment_json(exp_slug: str, ctx: ExperimentContext) -> dict[str, Any]:
+    """:func:`experiment_out` as JSON, built once per experiment version and process (it renders
+    the Markdown texts, and every state request needs it). Keyed by the cached context object,
+    which the entry keeps alive, so a key is never reused for another version."""
+    hit = _EXPERIMENT_JSON.get(id(ctx))
+    if hit is not None and hit[0] is ctx:
+        return hit[1]
+    if len(_EXPERIMENT_JSON) > 64:
+        _EXPERIMENT_JSON.clear()
+    out = experiment_out(exp_slug, ctx).model_dump(mode="json")
+    _EXPERIMENT_JSON[id(ctx)] = (ctx, out)
+    return out
+
+
+def _ok(model: BaseModel) -> JSONResponse:
+    """The model as a finished response. A sync endpoint that *returns* a model has FastAPI
+    validate it again in a second thread-pool hop; under load every hop queues for a thread (the
+    load benchmark saw state requests time out at 30 s), so these endpoints answer directly."""
+    return JSONResponse(content=model.model_dump(mode="json"))
+
+
 def _error(exc: SaveError) -> JSONResponse:
     return JSONResponse(status_code=exc.status, content={"detail": exc.message, **exc.extra})
 
@@ -178,7 +202,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/session", response_model=SessionOut, responses=ERRORS)
-def get_session(token: str = Depends(participant_token), session: Session = Depends(db)) -> SessionOut:
+def get_session(token: str = Depends(participant_token), session: Session = Depends(db)) -> Any:
     """Everything the runner needs to show the participant's next screen, also after a reload."""
     p = require_participant(session, token)
     exp = session.get(Experiment, p.experiment_id)
@@ -191,8 +215,10 @@ def get_session(token: str = Depends(participant_token), session: Session = Depe
         .order_by(Trial.index)
     ).all()
     feedback = ctx.spec.practice.feedback
+    # Plain dicts in TrialOut's shape (the response model documents them): a state request is
+    # the runner's heaviest, and 72 model instances per request cost more than the query.
     trials = [
-        TrialOut(index=i, phase=ph, block=b, media=media_url(sha, ext), answer=label if (ph == "practice" and feedback) else None)
+        {"index": i, "phase": ph, "block": b, "media": media_url(sha, ext), "answer": label if (ph == "practice" and feedback) else None}
         for i, ph, b, label, sha, ext in rows
     ]
     answered = answered_indices(session, p)
@@ -201,18 +227,18 @@ def get_session(token: str = Depends(participant_token), session: Session = Depe
     stage = stage_of(session, p, ctx, next_phase=first_open)
     if p.status == "started":
         touch(p)
-    # End the transaction before returning: FastAPI validates a returned model in another thread
-    # hop, and a pooled connection held across a hop can deadlock the pool under load.
     session.commit()
     ended = ended_info(p, ctx) if p.status != "started" else None
-    return SessionOut(
-        participant=p.public_id,
-        status=p.status,
-        stage=stage,  # type: ignore[arg-type]
-        experiment=experiment_out(exp.slug, ctx),
-        trials=trials,
-        answered=answered,
-        ended=EndedOut(**ended) if ended else None,
+    return JSONResponse(
+        content={
+            "participant": p.public_id,
+            "status": p.status,
+            "stage": stage,
+            "experiment": experiment_json(exp.slug, ctx),
+            "trials": trials,
+            "answered": answered,
+            "ended": EndedOut(**ended).model_dump(mode="json") if ended else None,
+        }
     )
 
 
@@ -234,8 +260,8 @@ def give_consent(body: ConsentIn, token: str = Depends(participant_token), sessi
         p.browser = body.browser.model_dump(exclude_none=True) if body.browser else None
     touch(p)
     stage = stage_of(session, p, _context(session, p))
-    session.commit()  # before returning the model (see get_session)
-    return StageOut(stage=stage)  # type: ignore[arg-type]
+    session.commit()
+    return _ok(StageOut(stage=stage))  # type: ignore[arg-type]
 
 
 @router.post("/session/decline", response_model=EndedOut, responses=ERRORS)
@@ -245,7 +271,7 @@ def decline_consent(token: str = Depends(participant_token), session: Session = 
     p = require_participant(session, token)
     ctx = _context(session, p)
     if p.status == "returned" and p.outcome == "declined":
-        return EndedOut(**ended_info(p, ctx))
+        return _ok(EndedOut(**ended_info(p, ctx)))
     try:
         _require_started(p)
         if p.consent_at is not None:
@@ -254,7 +280,7 @@ def decline_consent(token: str = Depends(participant_token), session: Session = 
         return _error(exc)
     end_session(p, "returned", "declined", "declined consent")
     session.commit()
-    return EndedOut(**ended_info(p, ctx))
+    return _ok(EndedOut(**ended_info(p, ctx)))
 
 
 @router.post("/session/instructions", response_model=StageOut, responses=ERRORS)
@@ -271,8 +297,8 @@ def finish_instructions(token: str = Depends(participant_token), session: Sessio
         p.instructions_at = utcnow()
     touch(p)
     stage = stage_of(session, p, _context(session, p))
-    session.commit()  # before returning the model (see get_session)
-    return StageOut(stage=stage)  # type: ignore[arg-type]
+    session.commit()
+    return _ok(StageOut(stage=stage))  # type: ignore[arg-type]
 
 
 @router.post(
@@ -305,11 +331,11 @@ def post_complete(token: str = Depends(participant_token), session: Session = De
     except SaveError as exc:
         session.rollback()
         return _error(exc)
-    return EndedOut(**info)
+    return _ok(EndedOut(**info))
 
 
 @router.post("/session/events", responses=ERRORS)
-def post_events(body: EventsIn, token: str = Depends(participant_token), session: Session = Depends(db)) -> dict[str, int]:
+def post_events(body: EventsIn, token: str = Depends(participant_token), session: Session = Depends(db)) -> Any:
     """Store browser reports that are not answers, e.g. a stimulus that failed to load."""
     p = require_participant(session, token)
     for e in body.events:
@@ -323,4 +349,4 @@ def post_events(body: EventsIn, token: str = Depends(participant_token), session
         )
     touch(p)
     session.commit()
-    return {"stored": len(body.events)}
+    return JSONResponse(content={"stored": len(body.events)})
