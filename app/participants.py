@@ -64,9 +64,13 @@ def authenticate(session: Session, token: str) -> Participant | None:
     return session.scalar(_BY_TOKEN, {"token_hash": token_hash(token)})
 
 
+def touch_due(last_seen_at: dt.datetime, now: dt.datetime) -> bool:
+    return (now - last_seen_at).total_seconds() > TOUCH_INTERVAL_S
+
+
 def touch(p: Participant, now: dt.datetime | None = None) -> None:
     now = now or utcnow()
-    if (now - p.last_seen_at).total_seconds() > TOUCH_INTERVAL_S:
+    if touch_due(p.last_seen_at, now):
         p.last_seen_at = now
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.experiments import ExperimentContext, cached_context, context_for
 from app.models import Experiment, Participant, Response, Trial, utcnow
-from app.participants import TOUCH_INTERVAL_S, end_session, ended_values
+from app.participants import end_session, ended_values, touch_due
 from app.recruitment import completion_target
 from app.security import token_hash
 
@@ -207,24 +207,13 @@ class SaveDb:
                 yield conn
 
 
-def context_of_row(conn: Connection, row: Any) -> ExperimentContext:
-    """The cached context, or (once per experiment version and process) one loaded through the
-    save's own connection: a second connection would wait on SQLite's write lock, held by this one."""
-    ctx = cached_context(row.experiment_id, row.design_seed, row.updated_at)
-    if ctx is None:
-        with Session(bind=conn) as session:
-            exp = session.get(Experiment, row.experiment_id)
-            assert exp is not None
-            ctx = context_for(session, exp)
-    return ctx
-
-
-def load_context(sessions: sessionmaker[Session], exp_id: int) -> ExperimentContext:
-    """The context of an experiment through a session of its own (the async save path's cache miss)."""
-    with sessions() as session:
-        exp = session.get(Experiment, exp_id)
-        assert exp is not None
-        return context_for(session, exp)
+def context_by_id(session: Session, exp_id: int) -> ExperimentContext:
+    """The context of an experiment version not yet cached in this process (once per version).
+    The threaded save passes a session on its own connection (a second connection would wait on
+    SQLite's write lock, held by that one); the async save a session of its own, in a thread."""
+    exp = session.get(Experiment, exp_id)
+    assert exp is not None
+    return context_for(session, exp)
 
 
 def check_answer(p: ParticipantState, ctx: ExperimentContext, facts: Any, data: ResponseIn) -> None:
@@ -263,10 +252,6 @@ def response_values(row: Any, data: ResponseIn, digest: str, now: dt.datetime) -
     }
 
 
-def needs_touch(row: Any, now: dt.datetime) -> bool:
-    return (now - row.last_seen_at).total_seconds() > TOUCH_INTERVAL_S
-
-
 def first_answer_result(row: Any, ctx: ExperimentContext, correct: bool) -> SaveResult:
     """The answer to a stored first answer that did not end the session."""
     reveal = row.phase == "practice" and ctx.spec.practice.feedback
@@ -290,7 +275,10 @@ def save_response(db: SaveDb, token: str, data: ResponseIn) -> SaveResult:
         row = conn.execute(FACTS, {"th": token_hash(token), "idx": data.trial_index}).first()
         if row is None:
             raise SaveError(401, UNKNOWN_TOKEN)
-        ctx = context_of_row(conn, row)
+        ctx = cached_context(row.experiment_id, row.design_seed, row.updated_at)
+        if ctx is None:
+            with Session(bind=conn) as session:
+                ctx = context_by_id(session, row.experiment_id)
         if row.payload_sha256 is not None:
             return repeat_result(row, ctx, row.payload_sha256, row.correct, row.phase, data.trial_index, digest, row.next_phase)
         check_answer(row, ctx, row, data)
@@ -302,7 +290,7 @@ def save_response(db: SaveDb, token: str, data: ResponseIn) -> SaveResult:
             if existing is None:
                 raise SaveError(503, "the answer could not be stored; please retry")
             return repeat_result(row, ctx, existing.payload_sha256, existing.correct, row.phase, data.trial_index, digest, row.next_phase)
-        if needs_touch(row, now):
+        if touch_due(row.last_seen_at, now):
             conn.execute(TOUCH, {"pid": row.id, "now": now})
         gate = gate_check_params(row, ctx, values["correct"], now)
         if gate is not None and (ended := conn.execute(END_ON_FAILED_GATE, gate).first()) is not None:

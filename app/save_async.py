@@ -16,7 +16,6 @@ and the pool replaces it.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from typing import Any
 
 import anyio
@@ -24,11 +23,13 @@ import psycopg
 from psycopg.rows import namedtuple_row
 from psycopg.types.json import Json
 from psycopg_pool import AsyncConnectionPool
+import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.experiments import ExperimentContext, cached_context
-from app.models import utcnow
+from app.models import Response, as_utc, utcnow
+from app.participants import touch_due
 from app.responses import (
     END_ON_FAILED_GATE,
     FACTS,
@@ -42,15 +43,13 @@ from app.responses import (
     first_answer_result,
     gate_check_params,
     gate_ended_result,
-    load_context,
-    needs_touch,
+    context_by_id,
     repeat_result,
     response_values,
 )
 from app.security import token_hash
 
 _DIALECT = postgresql.psycopg.dialect()  # type: ignore[attr-defined]
-_JSON_COLUMNS = ("durations", "events", "client")
 
 
 class _Sql:
@@ -72,19 +71,13 @@ FACTS_SQL = _Sql(FACTS)
 STORED_SQL = _Sql(STORED)
 TOUCH_SQL = _Sql(TOUCH)
 GATE_SQL = _Sql(END_ON_FAILED_GATE)
-RESPONSE_COLUMNS = (
-    "participant_id", "trial_id", "trial_index", "answer", "correct", "rt_ms", "shown_at",
-    "responded_at", "received_at", "durations", "events", "client", "payload_sha256",
-)  # fmt: skip
+# Every column but the id: ``response_values`` fills them all.
+RESPONSE_COLUMNS = tuple(c.name for c in Response.__table__.c if not c.primary_key)
+_JSON_COLUMNS = frozenset(c.name for c in Response.__table__.c if isinstance(c.type, sa.JSON))
 INSERT_SQL = (
     f"INSERT INTO responses ({', '.join(RESPONSE_COLUMNS)}) "
     f"VALUES ({', '.join(f'%({c})s' for c in RESPONSE_COLUMNS)}) ON CONFLICT DO NOTHING RETURNING id"
 )
-
-
-def _utc(v: dt.datetime | None) -> dt.datetime | None:
-    """As ``UTCDateTime`` reads it, so that cache keys and comparisons match the ORM's values."""
-    return None if v is None else v.astimezone(dt.timezone.utc)
 
 
 class AsyncSaves:
@@ -135,7 +128,8 @@ class AsyncSaves:
                 row = await (await conn.execute(FACTS_SQL.text, FACTS_SQL.params(th=token_hash(token), idx=data.trial_index))).fetchone()
                 if row is None:
                     raise SaveError(401, UNKNOWN_TOKEN)
-                row = row._replace(last_seen_at=_utc(row.last_seen_at), updated_at=_utc(row.updated_at))
+                # As UTCDateTime reads them, so that cache keys and comparisons match the ORM's values.
+                row = row._replace(last_seen_at=as_utc(row.last_seen_at), updated_at=as_utc(row.updated_at))
                 ctx = await self._context(row)
                 if row.payload_sha256 is not None:
                     return repeat_result(row, ctx, row.payload_sha256, row.correct, row.phase, data.trial_index, digest, row.next_phase)
@@ -149,7 +143,7 @@ class AsyncSaves:
                     if existing is None:
                         raise SaveError(503, "the answer could not be stored; please retry")
                     return repeat_result(row, ctx, existing.payload_sha256, existing.correct, row.phase, data.trial_index, digest, row.next_phase)
-                if needs_touch(row, now):
+                if touch_due(row.last_seen_at, now):
                     await conn.execute(TOUCH_SQL.text, TOUCH_SQL.params(pid=row.id, now=now))
                 gate = gate_check_params(row, ctx, values["correct"], now)
                 if gate is not None:
@@ -162,8 +156,12 @@ class AsyncSaves:
             raise SaveError(503, "the database is unavailable; please retry") from exc
         return first_answer_result(row, ctx, values["correct"])
 
+    def _load_context(self, exp_id: int) -> ExperimentContext:
+        with self.sessions() as session:
+            return context_by_id(session, exp_id)
+
     async def _context(self, row: Any) -> ExperimentContext:
         ctx = cached_context(row.experiment_id, row.design_seed, row.updated_at)
         if ctx is None:
-            ctx = await anyio.to_thread.run_sync(load_context, self.sessions, row.experiment_id)
+            ctx = await anyio.to_thread.run_sync(self._load_context, row.experiment_id)
         return ctx
