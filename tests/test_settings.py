@@ -33,3 +33,17 @@ def test_secret_key_is_generated_once_persisted_and_private(tmp_path: Path) -> N
 def test_explicit_secret_key_wins(tmp_path: Path) -> None:
     assert Settings(var_dir=tmp_path, secret_key="from-env").resolved_secret_key() == "from-env"
     assert not (tmp_path / "secret_key").exists()
+
+
+def test_the_deployment_entry_point_freezes_its_startup_heap(settings: Settings) -> None:
+    """``uvicorn app.asgi:app`` workers keep the ~150,000 startup objects out of the cyclic
+    collector's full scans (each scan paused a worker ~100 ms under load)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "VAR_DIR": str(settings.var_dir), "SECRET_KEY": "x" * 48}
+    code = "import gc, app.asgi; print(gc.get_freeze_count())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.strip()) > 50_000

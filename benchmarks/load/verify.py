@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import sqlalchemy as sa
 
 from app.models import Participant, Response
@@ -28,7 +26,8 @@ class Audit:
         return self.lost == self.duplicated == self.mismatched == self.unexpected == 0
 
 
-def audit(url: str, confirmed: list[tuple[str, dict[str, Any]]], attempted: list[tuple[str, dict[str, Any]]]) -> Audit:
+def audit(url: str, confirmed: list[tuple[str, bytes]], attempted: list[tuple[str, bytes]]) -> Audit:
+    """Compare the database with what the clients sent (``(token, body bytes)`` pairs)."""
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
@@ -43,11 +42,12 @@ def audit(url: str, confirmed: list[tuple[str, dict[str, Any]]], attempted: list
             completed = conn.scalar(sa.select(sa.func.count()).select_from(Participant).where(Participant.status == "completed")) or 0
     finally:
         engine.dispose()
-    def keyed(pairs: list[tuple[str, dict[str, Any]]]) -> dict[tuple[int, int], str]:
+    def keyed(pairs: list[tuple[str, bytes]]) -> dict[tuple[int, int], str]:
         out = {}
-        for token, body in pairs:
+        for token, sent in pairs:
             pid = ids.get(token_hash(token))
-            out[(pid if pid is not None else -1, int(body["trial_index"]))] = ResponseIn.model_validate(body).payload_sha256()
+            body = ResponseIn.model_validate_json(sent)
+            out[(pid if pid is not None else -1, body.trial_index)] = body.payload_sha256()
         return out
 
     expected, sent = keyed(confirmed), keyed(attempted)
