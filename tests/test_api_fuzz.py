@@ -7,6 +7,10 @@ documents; invalid data rejected. ``positive_data_acceptance`` is left out on pu
 requests are still refused by the study's rules (a trial index not in this participant's plan,
 an answer outside the response options, answers after completion), with documented 4xx answers.
 
+The in-process cases run the app on schemathesis's own event loop, where the save endpoint takes
+its threaded path; the last test fuzzes the save endpoint over real HTTP against ``uvicorn
+app.asgi:app``, where on PostgreSQL it takes the async path that serves studies.
+
 (Schemathesis's own pytest plugin does not run under pytest 9, so the cases come from its
 ``as_strategy`` API under Hypothesis's ``@given``; the checks are the same.)
 """
@@ -25,6 +29,7 @@ from schemathesis.core.parameters import ParameterLocation
 
 from app.main import create_app
 from app.settings import Settings
+from tests.processes import LiveServer
 from tests.study import build_study
 
 # Examples per operation and mode: enough to hit the validators and the handlers, small for CI.
@@ -62,6 +67,11 @@ def test_participant_api_conforms_to_its_schema_under_fuzzing(label: str, mode: 
     (operation,) = [r.ok() for r in schema.get_all_operations()]
     # Valid cases always carry the real token; invalid ones get it unless the header is what
     # was made invalid (then the 401 path is exercised).
+    _fuzz(operation, mode, token)
+
+
+def _fuzz(operation, mode: GenerationMode, token: str, base_url: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    """Send ``MAX_EXAMPLES`` generated requests to one operation and check each answer."""
     fixed = {"Authorization": f"Bearer {token}"} if mode is GenerationMode.POSITIVE else None
     strategy = operation.as_strategy(mode, headers=fixed)
 
@@ -70,7 +80,7 @@ def test_participant_api_conforms_to_its_schema_under_fuzzing(label: str, mode: 
     def fuzz(case) -> None:  # type: ignore[no-untyped-def]
         if fixed is None and not case.meta.is_negative_at(ParameterLocation.HEADER):
             case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
-        response = case.call()
+        response = case.call(base_url=base_url)
         excluded = [schemathesis.checks.positive_data_acceptance]
         if response.status_code == 413:
             # The body limit refuses before validation; a rejection, though not one of the
@@ -79,3 +89,19 @@ def test_participant_api_conforms_to_its_schema_under_fuzzing(label: str, mode: 
         case.validate_response(response, excluded_checks=excluded)
 
     fuzz()
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["valid", "invalid"])
+def test_the_save_endpoint_conforms_under_fuzzing_over_real_http(mode: GenerationMode, settings: Settings, tmp_path: Path) -> None:
+    study = build_study(settings, tmp_path)
+    token = study.join("FUZZ")
+    study.start(token)
+    server = LiveServer(settings, tmp_path / "uvicorn.log")
+    server.start()
+    try:
+        schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json").include(method="POST", path="/api/session/responses")
+        (operation,) = [r.ok() for r in schema.get_all_operations()]
+        _fuzz(operation, mode, token, base_url=server.url)
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log.read_text()
