@@ -78,7 +78,8 @@ def _cpu_of_tree(root_pid: int) -> float:
 
 def _cpu_of_command(name: str) -> float:
     """CPU seconds of every process whose command name is ``name`` (e.g. all PostgreSQL backends;
-    on a shared server this includes other clients' work)."""
+    on a shared server this includes other clients' work), plus the CPU of its exited children
+    (the postmaster reaps backends whose connections closed, e.g. a pool's overflow)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for entry in os.listdir("/proc"):
@@ -91,7 +92,7 @@ def _cpu_of_command(name: str) -> float:
         comm = raw[raw.index("(") + 1 : raw.rindex(")")]
         if comm == name or comm.startswith(name + ":"):
             fields = raw.rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+            total += sum(int(fields[i]) for i in (11, 12, 13, 14)) / tick  # utime, stime, cutime, cstime
     return total
 
 
