@@ -431,7 +431,7 @@ def categories(exp: Experiment) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------- trials.csv
 
 DURATION_KEYS = ("fixation_ms", "stimulus_ms", "mask_ms", "audio_ms")
-CLIENT_KEYS = ("frame_ms", "fixation_frames", "stimulus_frames", "mask_frames", "expected_audio_ms")
+CLIENT_KEYS = ("frame_ms", "fixation_frames", "stimulus_frames", "mask_frames", "expected_audio_ms", "presentations")
 
 TRIAL_COLUMNS = [
     "experiment", "participant", "platform", "platform_pid", "study_id", "session_id", "assignment_id", "hit_id", "attempt",

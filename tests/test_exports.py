@@ -97,7 +97,8 @@ def _take_part(study: Study, pid: str, *, policy: dict[str, object] | None = Non
                 ok = natural_ok if condition == "natural" else True
         else:
             ok = True
-        r = study.answer(token, index, label if ok else study.wrong(label))
+        # Trial 3's stimulus was presented twice (as after a reload in the browser).
+        r = study.answer(token, index, label if ok else study.wrong(label), client={"presentations": 2 if index == 3 else 1})
         assert r.status_code == 201, r.text
         if r.json()["stage"] == "ended":
             return
@@ -236,6 +237,14 @@ def test_participants_csv_has_one_row_per_participant_with_status_gates_and_excl
     assert by.loc["A", "browser_frame_ms"] == pytest.approx(16.7)
     assert dict(zip(by.index, by["exclusion_reasons"].fillna(""))) == {**{k: "" for k in "ABC"}, **EXCLUDED}
     assert {"headphone_passed", "headphone_antiphase_correct", "headphone_huggins_correct", "user_agent"} <= set(people.columns)
+
+
+def test_trials_say_how_often_each_stimulus_was_presented(study: Study) -> None:
+    trials = frame(study, "trials.csv")
+    answered = trials[trials["answered"]]
+    assert set(answered.loc[answered["trial_index"] == 3, "client_presentations"]) == {2}
+    assert set(answered.loc[answered["trial_index"] != 3, "client_presentations"]) == {1}
+    assert trials.loc[~trials["answered"], "client_presentations"].isna().all()
 
 
 # ------------------------------------------------------------------------------ file formats

@@ -269,6 +269,26 @@ class Runner {
     }
   }
 
+  // How many times this browser has started presenting trial `index`: 1 normally, more when the
+  // page was reloaded (or crashed) between the stimulus and the answer. Sent with the answer as
+  // client.presentations, so researchers can see and exclude stimuli seen or heard twice.
+  countPresentation(index) {
+    const key = `${this.outbox.key}:presented`;
+    let seen = {};
+    try {
+      seen = JSON.parse(localStorage.getItem(key) || "{}") || {};
+    } catch (_) {
+      seen = {};
+    }
+    seen[index] = (seen[index] || 0) + 1;
+    try {
+      localStorage.setItem(key, JSON.stringify(seen));
+    } catch (_) {
+      /* storage full or disabled: the count is still sent */
+    }
+    return seen[index];
+  }
+
   async runTrial(t, progress, prefetch = () => {}) {
     const media = await this.media(t.media);
     const timing = t.phase === "practice" ? this.exp.practice_timing : this.exp.timing;
@@ -289,6 +309,7 @@ class Runner {
       const mask = makeMask(this.exp.image_px, t.index + 1);
       stageBox.style.width = stageBox.style.height = `${this.exp.image_px}px`;
       img.style.width = img.style.height = `${this.exp.image_px}px`;
+      client.presentations = this.countPresentation(t.index);
       const r = await presentImage(stageBox, img, mask, timing, this.frameMs);
       stageBox.classList.add("done");
       answerBox.classList.remove("hidden");
@@ -307,6 +328,7 @@ class Runner {
       await this.engine.unlock();
       play.disabled = true;
       play.textContent = "Playing…";
+      client.presentations = this.countPresentation(t.index);
       const r = await this.engine.play(media);
       play.textContent = "Played";
       note.textContent = "Now give your answer.";

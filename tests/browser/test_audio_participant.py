@@ -163,6 +163,7 @@ def test_audio_participant_passes_the_headphone_check_and_answers_typed_words(se
         assert abs(r.durations["audio_ms"] - CLIP_S * 1000) < 60, r.durations
         assert (r.responded_at - r.shown_at).total_seconds() * 1000 >= CLIP_S * 1000 - 20
         assert r.client["audio_state"] == "running"
+        assert r.client["presentations"] == 1  # heard once
     # Sounds started: the calibration once, each headphone trial once, each clip once.
     trial_s = hp.intervals("antiphase")[-1][1] / 1000  # a check trial ends with its third tone
     expected = [hp.CALIBRATION_S] + [trial_s] * HEADPHONE_TRIALS + [CLIP_S] * n

@@ -69,6 +69,7 @@ def test_prolific_participant_completes_image_experiment_with_frame_timed_trials
     rows = study.responses(pid)
     assert [r.trial_index for r in rows] == list(range(n))
     assert [r.correct for r in rows] == [False] + [True] * (n - 1)
+    assert [r.client["presentations"] for r in rows] == [1] * n  # no reload: each image shown once
 
     # Measured on-screen durations are within one display frame of the settings. A frame the
     # browser itself never delivered (its main thread starved of CPU: the rAF timestamps skip a

@@ -74,6 +74,12 @@ def test_reload_midway_resumes_at_the_first_unanswered_trial(server: LiveServer,
     rows = study.responses(pid)
     assert [r.trial_index for r in rows] == list(range(len(trials))), "every trial answered exactly once"
     assert all(r.correct for r in rows)
+    # Each answer says how often its stimulus was presented in this browser: twice for the trials
+    # whose stimulus had been shown when the page was reloaded, once for every other.
+    presented = {r.trial_index: r.client["presentations"] for r in rows}
+    assert presented[m + 2] == presented[m + 3] == 2
+    assert presented[m + 4] in (1, 2)  # the link was reopened right after trial m+3's answer
+    assert {i: n for i, n in presented.items() if i not in (m + 2, m + 3, m + 4)} == {i: 1 for i in presented if i not in (m + 2, m + 3, m + 4)}
     # Only trials on screen at a reload were shown twice; no answered trial came back.
     shown = guard.trial_screens()
     assert sorted(set(shown)) == list(range(len(trials)))
