@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import sqlalchemy as sa
 
 from app.models import Participant, Response
