@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -28,10 +30,10 @@ def _read_password(args: argparse.Namespace) -> str | None:
     return first
 
 
-def _change_admin(args: argparse.Namespace, action: str, done: str) -> int:
-    """Read a password, then create an admin (``action`` admin_create) or reset one's password
-    (admin_password_reset), audited as done from the command line."""
-    from app.auth import audit, create_admin, set_password
+def _change_admin(args: argparse.Namespace, change: Callable[[Any, str, str], Any], action: str, done: str) -> int:
+    """Read a password, apply ``change(session, username, password)`` (``app.auth.create_admin``
+    or ``set_password``) and audit it as ``action``, done from the command line."""
+    from app.auth import audit
     from app.cli import _sessions
 
     password = _read_password(args)
@@ -40,7 +42,7 @@ def _change_admin(args: argparse.Namespace, action: str, done: str) -> int:
     _, sessions = _sessions()
     with sessions() as s:
         try:
-            user = (create_admin if action == "admin_create" else set_password)(s, args.username, password)
+            user = change(s, args.username, password)
         except ValueError as exc:
             return _fail(str(exc))
         audit(s, None, action, f"admin:{user.username}", via="cli")
@@ -50,11 +52,15 @@ def _change_admin(args: argparse.Namespace, action: str, done: str) -> int:
 
 
 def cmd_admin_create(args: argparse.Namespace) -> int:
-    return _change_admin(args, "admin_create", f"created admin {args.username!r}")
+    from app.auth import create_admin
+
+    return _change_admin(args, create_admin, "admin_create", f"created admin {args.username!r}")
 
 
 def cmd_admin_password(args: argparse.Namespace) -> int:
-    return _change_admin(args, "admin_password_reset", f"password of {args.username!r} reset; their sessions are logged out and any lockout is lifted")
+    from app.auth import set_password
+
+    return _change_admin(args, set_password, "admin_password_reset", f"password of {args.username!r} reset; their sessions are logged out and any lockout is lifted")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -167,9 +167,8 @@ def cached_context(exp_id: int, design_seed: int, updated_at: Any) -> Experiment
 def context_for(session: Session, exp: Experiment) -> ExperimentContext:
     """The experiment's spec, categories and design input (cached; stimulus sets never change)."""
     cache_key = (exp.id, exp.design_seed, exp.updated_at)
-    hit = _CACHE.get(cache_key)
+    hit = cached_context(*cache_key)
     if hit is not None:
-        _CACHE.move_to_end(cache_key)
         return hit
     spec = spec_of(exp)
     sets = session.scalars(

@@ -29,6 +29,9 @@ from app.security import token_hash
 
 Short = Annotated[str, Field(max_length=200)]
 
+UNKNOWN_TOKEN = "unknown participant token; reopen the study link"
+GATE_FAILED_REASON = "failed the practice gate"
+
 
 class ClientEvent(BaseModel):
     """Something that happened in the page during a trial, e.g. the window lost focus."""
@@ -125,6 +128,17 @@ _P = Participant.__table__
 _E = Experiment.__table__
 
 
+def _gate_tally() -> tuple[Any, Any]:
+    """Scalar subqueries counting the participant's stored gate answers and the correct ones,
+    correlated to the outer query's ``participants`` row (the save's facts, ending on a failed gate)."""
+    t2, r2 = _T.alias("gt"), _R.alias("gr")
+    rows = t2.join(r2, sa.and_(r2.c.participant_id == t2.c.participant_id, r2.c.trial_index == t2.c.index))
+    mine = sa.and_(t2.c.participant_id == _P.c.id, t2.c.phase == "gate")
+    answered = sa.select(sa.func.count(r2.c.id)).select_from(rows).where(mine).correlate(_P).scalar_subquery()
+    correct = sa.select(sa.func.count(r2.c.id)).select_from(rows).where(mine, r2.c.correct.is_(True)).correlate(_P).scalar_subquery()
+    return answered, correct
+
+
 def _save_facts() -> sa.Select[Any]:
     """One query for everything a save needs to decide, found from the token's hash: the
     participant's state, the experiment's version (the key of the cached context), the trial, any
@@ -134,7 +148,7 @@ def _save_facts() -> sa.Select[Any]:
     every lookup goes through a unique or (participant_id, index) index, so a save costs the same
     at any study size."""
     th, idx = sa.bindparam("th", type_=sa.String), sa.bindparam("idx", type_=sa.Integer)
-    t2, r2, t3, r3 = _T.alias("gt"), _R.alias("gr"), _T.alias("nt"), _R.alias("nr")
+    t3, r3 = _T.alias("nt"), _R.alias("nr")
     next_phase = (
         sa.select(t3.c.phase)
         .select_from(t3.outerjoin(r3, sa.and_(r3.c.participant_id == t3.c.participant_id, r3.c.trial_index == t3.c.index)))
@@ -144,10 +158,7 @@ def _save_facts() -> sa.Select[Any]:
         .correlate(_P)
         .scalar_subquery()
     )
-    gate_rows = t2.join(r2, sa.and_(r2.c.participant_id == t2.c.participant_id, r2.c.trial_index == t2.c.index))
-    gate_where = sa.and_(t2.c.participant_id == _P.c.id, t2.c.phase == "gate")
-    gate_answered = sa.select(sa.func.count(r2.c.id)).select_from(gate_rows).where(gate_where).correlate(_P).scalar_subquery()
-    gate_correct = sa.select(sa.func.count(r2.c.id)).select_from(gate_rows).where(gate_where, r2.c.correct.is_(True)).correlate(_P).scalar_subquery()
+    gate_answered, gate_correct = _gate_tally()
     return (
         sa.select(
             _P.c.id, _P.c.status, _P.c.outcome, _P.c.consent_at, _P.c.instructions_at, _P.c.headphone_passed,
@@ -216,9 +227,10 @@ def context_by_id(session: Session, exp_id: int) -> ExperimentContext:
     return context_for(session, exp)
 
 
-def check_answer(p: ParticipantState, ctx: ExperimentContext, facts: Any, data: ResponseIn) -> None:
+def check_answer(facts: Any, ctx: ExperimentContext, data: ResponseIn) -> None:
     """Raise SaveError unless a first answer to this trial may be stored now. ``facts`` is a row of
-    :func:`_save_facts` (trial_id, phase, gate_answered, gate_correct)."""
+    :func:`_save_facts` (the participant's state, trial_id, phase, gate_answered, gate_correct)."""
+    p: ParticipantState = facts
     if p.status != "started":
         raise SaveError(409, f"this session has ended ({p.status.replace('_', ' ')}); no more answers are accepted")
     if facts.trial_id is None:
@@ -281,7 +293,7 @@ def save_response(db: SaveDb, token: str, data: ResponseIn) -> SaveResult:
                 ctx = context_by_id(session, row.experiment_id)
         if row.payload_sha256 is not None:
             return repeat_result(row, ctx, row.payload_sha256, row.correct, row.phase, data.trial_index, digest, row.next_phase)
-        check_answer(row, ctx, row, data)
+        check_answer(row, ctx, data)
         now = utcnow()
         values = response_values(row, data, digest, now)
         if conn.execute(_insert_response(conn.dialect.name), values).first() is None:
@@ -298,23 +310,13 @@ def save_response(db: SaveDb, token: str, data: ResponseIn) -> SaveResult:
     return first_answer_result(row, ctx, values["correct"])
 
 
-UNKNOWN_TOKEN = "unknown participant token; reopen the study link"
-
-
-GATE_FAILED_REASON = "failed the practice gate"
-
-
 def _end_on_failed_gate() -> sa.Update:
     """End the session when the gate is complete and failed, in one atomic statement that returns
     what the answer needs (``ended_info``), or nothing. Parameters ``pid``, ``n`` (gate trials),
     ``min_ok`` and ``now``. It runs *after* the answer committed, so of two tabs answering the
     last gate trials at once, the later statement counts both answers; ``status = 'started'``
     keeps it from ending a session twice."""
-    t2, r2 = _T.alias("gt"), _R.alias("gr")
-    rows = t2.join(r2, sa.and_(r2.c.participant_id == t2.c.participant_id, r2.c.trial_index == t2.c.index))
-    mine = sa.and_(t2.c.participant_id == _P.c.id, t2.c.phase == "gate")
-    answered = sa.select(sa.func.count(r2.c.id)).select_from(rows).where(mine).scalar_subquery()
-    correct = sa.select(sa.func.count(r2.c.id)).select_from(rows).where(mine, r2.c.correct.is_(True)).scalar_subquery()
+    answered, correct = _gate_tally()
     now = sa.bindparam("now", type_=_P.c.ended_at.type)
     return (
         sa.update(_P)

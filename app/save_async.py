@@ -133,7 +133,7 @@ class AsyncSaves:
                 ctx = await self._context(row)
                 if row.payload_sha256 is not None:
                     return repeat_result(row, ctx, row.payload_sha256, row.correct, row.phase, data.trial_index, digest, row.next_phase)
-                check_answer(row, ctx, row, data)
+                check_answer(row, ctx, data)
                 now = utcnow()
                 values = response_values(row, data, digest, now)
                 params = {k: (Json(v) if k in _JSON_COLUMNS else v) for k, v in values.items()}

@@ -30,6 +30,11 @@ NAME = re.compile(r"^([0-9a-f]{64})(\.png|\.wav)$")
 CACHE_CONTROL = "public, max-age=31536000, immutable"
 
 
+def cache_headers(sha: str) -> dict[str, str]:
+    """Headers of every answer for an (immutable, content-addressed) stimulus file."""
+    return {"Cache-Control": CACHE_CONTROL, "ETag": f'"{sha}"', "Accept-Ranges": "bytes"}
+
+
 class MediaCache:
     """Least-recently-used file contents, at most ``max_bytes`` in all and ``max_file`` each (bytes)."""
 
@@ -97,9 +102,8 @@ class MediaFastPath:
         await self.app(scope, receive, send)
 
     async def _answer(self, send: Send, sha: str, ext: str, data: bytes, if_none_match: bytes | None) -> None:
-        etag = f'"{sha}"'.encode()
-        headers = [(b"cache-control", CACHE_CONTROL.encode()), (b"etag", etag), (b"accept-ranges", b"bytes"), *self.extra]
-        if if_none_match == etag:
+        headers = [(k.lower().encode(), v.encode()) for k, v in cache_headers(sha).items()] + self.extra
+        if if_none_match == f'"{sha}"'.encode():
             await send({"type": "http.response.start", "status": 304, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
             return
@@ -115,20 +119,16 @@ async def media(name: str, request: Request, rt: Runtime = Depends(runtime)) -> 
         raise HTTPException(status_code=404, detail="no such media")
     sha, ext = m.group(1), m.group(2)
     path = rt.store.path_for(sha, ext)
-    etag = f'"{sha}"'
-    headers = {"Cache-Control": CACHE_CONTROL, "ETag": etag, "Accept-Ranges": "bytes"}
+    headers = cache_headers(sha)
+    etag = headers["ETag"]
     if "range" not in request.headers:
-        data = _cache.get(name)
-        # A cached file may since have been deleted with its (unused) set: a stat is microseconds.
-        if data is not None and not path.is_file():
-            data = None
+        # Cached files are answered by MediaFastPath before this route; here the file is read
+        # (and, when small, cached for the next request).
+        data = await run_in_threadpool(_read_small, path, _cache.max_file)
         if data is None:
-            data = await run_in_threadpool(_read_small, path, _cache.max_file)
-            if data is None:
-                raise HTTPException(status_code=404, detail="no such media")
-            if data:
-                _cache.put(name, data)
+            raise HTTPException(status_code=404, detail="no such media")
         if data:
+            _cache.put(name, data)
             if request.headers.get("if-none-match") == etag:
                 return Response(status_code=304, headers=headers)
             return Response(content=data, media_type=MIME_TYPES[ext], headers=headers)
