@@ -11,20 +11,20 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from app.settings import get_settings
+from app.core.settings import get_settings
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 
 
 def setup_demo(settings=None, demo_dir: Path = DEMO_DIR) -> list[str]:  # type: ignore[no-untyped-def]
     """Prepare the demo database; return the lines to print."""
-    from app.auth import create_admin, random_password
-    from app.banks import import_bank
-    from app.db import make_engine, make_sessionmaker, upgrade
-    from app.experiments import create_experiment
-    from app.models import AdminUser, Experiment, StimulusSet
-    from app.spec import load_spec_file
-    from app.store import MediaStore
+    from app.admin.auth import create_admin, random_password
+    from app.core.db import make_engine, make_sessionmaker, upgrade
+    from app.core.media_store import MediaStore
+    from app.core.schema import AdminUser, Experiment, StimulusSet
+    from app.experiments.service import create_experiment
+    from app.experiments.spec import load_spec_file
+    from app.stimuli.importer import import_bank
 
     settings = settings or get_settings()
     upgrade(settings.sqlalchemy_url)

@@ -7,7 +7,7 @@ from typing import Any
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from app.models import Base, UTCDateTime
+from app.core.schema import Base, UTCDateTime
 
 config = context.config
 target_metadata = Base.metadata

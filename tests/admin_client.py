@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from functools import lru_cache
-
-import sqlalchemy as sa
-
-from app.auth import SESSION_COOKIE, hash_password, start_session
-from app.models import AdminUser
+from app.admin.auth import SESSION_COOKIE, hash_password, start_session
+from app.core.schema import AdminUser
 from tests.study import Study
 
 USERNAME = "alice"

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app.db import upgrade
-from app.settings import Settings
+from app.core.db import upgrade
+from app.core.settings import Settings
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "").strip()
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_ADMIN_URL else [])

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from app.settings import Settings
+from app.core.settings import Settings
 from benchmarks.load.stack import die_with_parent, free_port  # the same process hygiene
 
 REPO = Path(__file__).resolve().parent.parent

@@ -10,13 +10,13 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from app.banks import import_bank
-from app.db import make_engine, make_sessionmaker
-from app.experiments import create_experiment
+from app.core.db import make_engine, make_sessionmaker
+from app.core.media_store import MediaStore
+from app.core.settings import Settings
+from app.experiments.service import create_experiment
+from app.experiments.spec import parse_spec
 from app.main import create_app
-from app.settings import Settings
-from app.spec import parse_spec
-from app.store import MediaStore
+from app.stimuli.importer import import_bank
 from tests.factories import make_bank
 
 BASE_SPEC: dict[str, Any] = {
@@ -80,8 +80,8 @@ class Study:
         """The true label of each of this participant's trials (read from the database)."""
         import sqlalchemy as sa
 
-        from app.models import Participant, Trial
-        from app.security import token_hash
+        from app.core.schema import Participant, Trial
+        from app.core.security import token_hash
 
         with self.sessions() as s:
             pid = s.scalar(sa.select(Participant.id).where(Participant.token_hash == token_hash(token)))
@@ -95,7 +95,7 @@ class Study:
     def categories(self) -> list[dict[str, Any]]:
         import sqlalchemy as sa
 
-        from app.models import StimulusSet
+        from app.core.schema import StimulusSet
 
         with self.sessions() as s:
             return s.scalar(sa.select(StimulusSet.manifest)).get("categories")
@@ -133,7 +133,7 @@ def started_client(app: Any) -> TestClient:
 
 
 def build_study(settings: Settings, tmp_path: Path, spec: dict[str, Any] | None = None, *, bank_kwargs: dict[str, Any] | None = None, status: str = "active") -> Study:
-    from app.db import upgrade
+    from app.core.db import upgrade
 
     upgrade(settings.sqlalchemy_url)
     engine = make_engine(settings)

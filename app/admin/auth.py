@@ -16,7 +16,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import AdminSession, AdminUser, AuditLog, RateLimit, utcnow
+from app.core.schema import AdminSession, AdminUser, AuditLog, RateLimit, utcnow
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 

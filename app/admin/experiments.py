@@ -14,15 +14,17 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app import spec_form
-from app.auth import audit
-from app.deps import Runtime, db, runtime
-from app.experiments import create_experiment, set_status, spec_of, update_experiment
-from app.models import Experiment, Participant, ParticipantEvent, Response as ResponseRow, ScreeningTrial, Stimulus, StimulusSet, Trial
-from app.monitoring import STATUSES, monitor
-from app.preview import PREVIEW_PLATFORM, REAL, discard_previews, start_preview
-from app.routes.admin_base import AdminContext, admin_guard, form_lists, render, see_other
-from app.spec import NATURAL, ExperimentSpec, SpecError, parse_spec
+from app.admin.auth import audit
+from app.admin.guard import AdminContext, admin_guard, form_lists, render, see_other
+from app.core.runtime import Runtime, db, runtime
+from app.core.schema import PREVIEW_PLATFORM, REAL, Experiment, Participant, ParticipantEvent, ScreeningTrial, Stimulus, StimulusSet, Trial
+from app.core.schema import Response as ResponseRow
+from app.experiments import spec_form
+from app.experiments.service import create_experiment, set_status, spec_of, update_experiment
+from app.experiments.spec import NATURAL, ExperimentSpec, SpecError, parse_spec
+from app.participation.preview import discard_previews, start_preview
+from app.results.monitoring import STATUSES, monitor
+from app.results.options import FILES
 
 router = APIRouter()
 
@@ -216,8 +218,6 @@ def overview(request: Request, exp_id: int, admin: AdminContext = Depends(admin_
     previews = session.scalar(
         sa.select(sa.func.count()).select_from(Participant).where(Participant.experiment_id == exp.id, Participant.platform == PREVIEW_PLATFORM)
     )
-    from app.exports import FILES
-
     return render(
         request,
         "admin/experiment.html",

@@ -1,4 +1,4 @@
-"""Admin: download exports. CSVs and the zip bundle stream as they are produced (each chunk of
+"""Admin: download  CSVs and the zip bundle stream as they are produced (each chunk of
 participants in its own short transaction); figures and statistics are computed from one streamed
 pass over the trials. Every download is written to the audit log."""
 
@@ -10,11 +10,18 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from app import exports, stats
-from app.auth import audit
-from app.deps import Runtime, runtime
-from app.models import Experiment
-from app.routes.admin_base import AdminContext, admin_guard
+from app.admin.auth import audit
+from app.admin.guard import AdminContext, admin_guard
+from app.core.runtime import Runtime, runtime
+from app.core.schema import Experiment
+from app.results import stats
+from app.results.accuracy import accuracy_dicts, analyse, figure_bytes, stats_dicts, stats_rows, stats_text
+from app.results.analysis import ACCURACY_COLUMNS
+from app.results.bundle import bundle_entries, zip_stream
+from app.results.csv_format import csv_chunks
+from app.results.options import FILES, ExportOptions
+from app.results.pseudonyms import pseudonymizer
+from app.results.tables import EXCLUSION_COLUMNS, PARTICIPANT_COLUMNS, SCREENING_COLUMNS, TRIAL_COLUMNS, exclusion_rows, participant_rows, screening_rows, trial_rows
 
 router = APIRouter()
 
@@ -25,7 +32,7 @@ MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "svg": "image/svg+xml", "png": 
 async def export(
     request: Request,
     exp_id: int,
-    file: str = Query(..., description="one of exports.FILES, or bundle.zip"),
+    file: str = Query(..., description="one of app.results.options.FILES, or bundle.zip"),
     pseudonymize: bool = False,
     all_trials: bool = False,
     permutations: int = Query(stats.DEFAULT_PERMUTATIONS, ge=100, le=100_000),
@@ -33,9 +40,9 @@ async def export(
     admin: AdminContext = Depends(admin_guard),
     rt: Runtime = Depends(runtime),
 ) -> Response:
-    if file not in exports.FILES and file != "bundle.zip":
+    if file not in FILES and file != "bundle.zip":
         raise HTTPException(status_code=404, detail=f"unknown export {file!r}")
-    options = exports.ExportOptions(pseudonymize=pseudonymize, include_unanswered=all_trials, n_permutations=permutations, seed=seed)
+    options = ExportOptions(pseudonymize=pseudonymize, include_unanswered=all_trials, n_permutations=permutations, seed=seed)
 
     def load(record: bool) -> Experiment:
         with rt.sessions() as s:
@@ -52,34 +59,34 @@ async def export(
     exp = await run_in_threadpool(load, not inline)
     ext = file.rsplit(".", 1)[-1]
     headers = {"Content-Disposition": f'attachment; filename="{exp.slug}-{file}"', "Cache-Control": "no-store"}
-    pseudo = exports.pseudonymizer(rt.secret_key, exp, options)
+    pseudo = pseudonymizer(rt.secret_key, exp, options)
     f = rt.sessions
     streams: dict[str, Iterator[bytes]] = {}
     if file == "trials.csv":
-        streams[file] = exports.csv_chunks(exports.TRIAL_COLUMNS, exports.trial_rows(f, exp, pseudo, include_unanswered=all_trials))
+        streams[file] = csv_chunks(TRIAL_COLUMNS, trial_rows(f, exp, pseudo, include_unanswered=all_trials))
     elif file == "participants.csv":
-        streams[file] = exports.csv_chunks(exports.PARTICIPANT_COLUMNS, exports.participant_rows(f, exp, pseudo))
+        streams[file] = csv_chunks(PARTICIPANT_COLUMNS, participant_rows(f, exp, pseudo))
     elif file == "screening.csv":
-        streams[file] = exports.csv_chunks(exports.SCREENING_COLUMNS, exports.screening_rows(f, exp, pseudo))
+        streams[file] = csv_chunks(SCREENING_COLUMNS, screening_rows(f, exp, pseudo))
     elif file == "exclusions.csv":
-        streams[file] = exports.csv_chunks(exports.EXCLUSION_COLUMNS, exports.exclusion_rows(f, exp, pseudo))
+        streams[file] = csv_chunks(EXCLUSION_COLUMNS, exclusion_rows(f, exp, pseudo))
     elif file == "bundle.zip":
-        streams[file] = exports.zip_stream(exports.bundle_entries(f, exp, options, secret_key=rt.secret_key))
+        streams[file] = zip_stream(bundle_entries(f, exp, options, secret_key=rt.secret_key))
     if file in streams:
         # Starlette iterates a sync generator in a worker thread, chunk by chunk.
         return StreamingResponse(streams[file], media_type=MEDIA_TYPES[ext], headers=headers)
 
     def compute() -> bytes:
         figure = file in ("accuracy_by_layer.svg", "accuracy_by_layer.png")
-        result = exports.analyse(f, exp, exports.ExportOptions(**{**options.__dict__, "n_boot": 0}) if figure else options)
+        result = analyse(f, exp, ExportOptions(**{**options.__dict__, "n_boot": 0}) if figure else options)
         if file == "accuracy_by_layer.csv":
-            return b"".join(exports.csv_chunks(exports.ACCURACY_COLUMNS, exports.accuracy_dicts(result)))
+            return b"".join(csv_chunks(ACCURACY_COLUMNS, accuracy_dicts(result)))
         if file in ("accuracy_by_layer.svg", "accuracy_by_layer.png"):
-            return exports.figure_bytes(result, exp, ext)
-        rows = exports.stats_rows(result, options)
+            return figure_bytes(result, exp, ext)
+        rows = stats_rows(result, options)
         if file == "stats.csv":
-            return b"".join(exports.csv_chunks(stats.STATS_COLUMNS, exports.stats_dicts(rows)))
-        return exports.stats_text(result, rows, options).encode()
+            return b"".join(csv_chunks(stats.STATS_COLUMNS, stats_dicts(rows)))
+        return stats_text(result, rows, options).encode()
 
     body = await run_in_threadpool(compute)
     if inline:

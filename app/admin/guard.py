@@ -1,6 +1,6 @@
 """What every admin route shares: the login guard (with CSRF), page rendering and small helpers.
 
-Every route of the admin routers (:mod:`app.routes.admin`) runs :func:`admin_guard` first, as a
+Every route of the admin routers (:mod:`app.admin.panel`) runs :func:`admin_guard` first, as a
 router-level dependency, so a new route cannot forget it:
 
 * no valid session cookie → GET/HEAD are redirected (303) to the login page, anything else gets 401;
@@ -20,10 +20,10 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.auth import SESSION_COOKIE, session_for_token, tokens_match
-from app.deps import Runtime, runtime
-from app.models import AdminUser
-from app.templating import templates
+from app.admin.auth import SESSION_COOKIE, session_for_token, tokens_match
+from app.core.runtime import Runtime, runtime
+from app.core.schema import AdminUser
+from app.core.templating import templates
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 # Routes that parse their own (streamed) body and check the CSRF field themselves.

@@ -2,7 +2,7 @@
 monitoring and exports live in the ``admin_*`` modules and are mounted here behind the guard.
 
 ``router`` is what the app includes. It holds the public login routes and the ``protected``
-router, whose router-level dependency (:func:`app.routes.admin_base.admin_guard`) applies to
+router, whose router-level dependency (:func:`app.admin.guard.admin_guard`) applies to
 every route added under it, now or later.
 """
 
@@ -17,7 +17,10 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.auth import (
+from app.admin import experiments as admin_experiments
+from app.admin import exports as admin_exports
+from app.admin import sets as admin_sets
+from app.admin.auth import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
     SESSION_HOURS,
@@ -27,12 +30,10 @@ from app.auth import (
     start_session,
     tokens_match,
 )
-from app.deps import Runtime, db, runtime
-from app.models import AdminUser, AuditLog, Experiment, Participant, StimulusSet
-from app.preview import REAL
-from app.routes import admin_experiments, admin_exports, admin_sets
-from app.routes.admin_base import AdminContext, admin_guard, client_ip, render, safe_next, see_other
-from app.templating import templates
+from app.admin.guard import AdminContext, admin_guard, client_ip, render, safe_next, see_other
+from app.core.runtime import Runtime, db, runtime
+from app.core.schema import REAL, AdminUser, AuditLog, Experiment, Participant, StimulusSet
+from app.core.templating import templates
 
 router = APIRouter(include_in_schema=False)
 protected = APIRouter(prefix="/admin", dependencies=[Depends(admin_guard)])

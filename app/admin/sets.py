@@ -13,12 +13,12 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.auth import audit, tokens_match
-from app.banks import SetImportError, delete_set, import_bank
-from app.deps import Runtime, db, runtime
-from app.models import Experiment, ExperimentStimulusSet, Stimulus, StimulusSet
-from app.routes.admin_base import AdminContext, admin_guard, render, see_other
-from app.uploads import UploadError, receive_upload
+from app.admin.auth import audit, tokens_match
+from app.admin.guard import AdminContext, admin_guard, render, see_other
+from app.core.runtime import Runtime, db, runtime
+from app.core.schema import Experiment, ExperimentStimulusSet, Stimulus, StimulusSet
+from app.stimuli.importer import SetImportError, delete_set, import_bank
+from app.stimuli.uploads import UploadError, receive_upload
 from synthesis.bank import BankError, Limits
 
 router = APIRouter()

@@ -8,19 +8,23 @@ at most one failed request per pooled connection (which the clients retry), not 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
+from psycopg.rows import namedtuple_row
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.settings import Settings
+from app.core.settings import Settings
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
 class NotMigratedError(RuntimeError):
@@ -100,6 +104,69 @@ def _ping_when_idle(engine: Engine) -> None:
 def libpq_url(engine: Engine) -> str:
     """The engine's PostgreSQL URL as libpq (psycopg's own pool) takes it."""
     return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@dataclass(frozen=True)
+class SaveDb:
+    """Where the save endpoint's statements go when they run in a thread. ``engine`` runs the hot
+    path without the ORM: on PostgreSQL in autocommit (each statement commits by itself, which
+    saves the BEGIN and COMMIT round trips; the single INSERT is the only write that matters and
+    it is atomic), on SQLite in one ``BEGIN IMMEDIATE`` transaction."""
+
+    engine: Engine
+
+    @classmethod
+    def of(cls, sessions: sessionmaker[Session]) -> SaveDb:
+        bind = sessions.kw["bind"]
+        return cls(bind.execution_options(isolation_level="AUTOCOMMIT") if bind.dialect.name == "postgresql" else bind)
+
+    @contextmanager
+    def unit(self) -> Iterator[Connection]:
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as conn:
+                yield conn
+        else:
+            with self.engine.begin() as conn:
+                yield conn
+
+
+class AsyncPool:
+    """A per-process pool of autocommit psycopg connections on PostgreSQL, owned by the event loop
+    that opened it (the app's lifespan). The save endpoint runs on it without a thread hop."""
+
+    def __init__(self, conninfo: str, *, max_size: int) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.pool = AsyncConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            kwargs={"autocommit": True, "row_factory": namedtuple_row},
+            # A request waits at most this long for a connection before failing with 503.
+            timeout=20.0,
+        )
+
+    async def open(self) -> None:
+        """Open the pool on the running loop. An app can be started more than once (test clients
+        and fuzzers run its lifespan on loops of their own); the first loop keeps the pool, the
+        others use the threaded path (:meth:`serves_this_loop`)."""
+        if self._loop is None:
+            await self.pool.open()
+            self._loop = asyncio.get_running_loop()
+
+    async def close(self) -> None:
+        if self._loop is asyncio.get_running_loop():
+            await self.pool.close()
+            self._loop = None
+
+    def serves_this_loop(self) -> bool:
+        """The pool belongs to the event loop that opened it (the app's lifespan). A caller on
+        another loop (an app driven without its lifespan, e.g. a bare test client) must use the
+        threaded path instead."""
+        try:
+            return self._loop is asyncio.get_running_loop() and not self.pool.closed
+        except RuntimeError:
+            return False
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

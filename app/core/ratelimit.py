@@ -8,7 +8,7 @@ beyond that single row.
 
 Usage (the caller commits; the hit counts even if the request later fails)::
 
-    from app.ratelimit import hit
+    from app.core.ratelimit import hit
     if not hit(session, f"login-ip:{ip}", limit=20, window_s=600):
         ...  # answer 429
 
@@ -25,7 +25,7 @@ import random
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from app.models import RateLimit, utcnow
+from app.core.schema import RateLimit, utcnow
 
 # Fraction of hits that also delete counters of long-past windows, so the table stays small
 # without a scheduled job.

@@ -115,7 +115,7 @@ class Stimulus(Base):
 
 
 class Experiment(Base):
-    """An experiment: its validated spec (``app.spec.ExperimentSpec`` as JSON) and lifecycle status."""
+    """An experiment: its validated spec (``app.experiments.spec.ExperimentSpec`` as JSON) and lifecycle status."""
 
     __tablename__ = "experiments"
 
@@ -329,3 +329,7 @@ class RateLimit(Base):
 
 # Participants in these statuses hold a balancing slot.
 COUNTING_STATUSES = ("started", "completed")
+# The platform of researcher previews (``app.participation.preview``): never counted, never exported.
+PREVIEW_PLATFORM = "preview"
+# SQL condition selecting the participants that count (everything but previews).
+REAL = Participant.platform != PREVIEW_PLATFORM

@@ -8,8 +8,8 @@ from fastapi.templating import Jinja2Templates
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 
 # html=False: raw HTML in consent/instructions/debrief texts is escaped, never rendered.
 _md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})

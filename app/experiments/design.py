@@ -12,7 +12,7 @@ The design follows Feather et al. (REFERENCE §4) and improves its balancing:
   sequence is cut into ``breaks + 1`` blocks.
 
 A participant's row of the Latin square is their *slot*. Slots are handed out by the participant
-service so that only participants who count occupy one (see ``app/participants.py``).
+service so that only participants who count occupy one (see ``app/participation/arrival.py``).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""The experiment form of the admin panel, generated from :class:`app.spec.ExperimentSpec`.
+"""The experiment form of the admin panel, generated from :class:`app.experiments.spec.ExperimentSpec`.
 
 The form is derived from the pydantic model by walking its fields, so it covers *every* setting
 and follows the spec when settings are added. Inputs are named by dotted paths
 (``practice.timing.fixation_ms``). :func:`parse_form` turns posted values back into the nested
-dict that :func:`app.spec.parse_spec` validates; conversion problems (a word in a number box)
+dict that :func:`app.experiments.spec.parse_spec` validates; conversion problems (a word in a number box)
 are collected and reported together with the spec's own problems.
 """
 
@@ -18,7 +18,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from app.spec import NATURAL, ExperimentSpec
+from app.experiments.spec import NATURAL, ExperimentSpec
 
 Kind = Literal["bool", "int", "float", "choice", "text", "textarea", "sets", "conditions"]
 

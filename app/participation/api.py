@@ -2,143 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import anyio
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from app.deps import Runtime, db, participant_token, require_participant, runtime
-from app.experiments import ExperimentContext, context_for
-from app.models import Experiment, Participant, ParticipantEvent, Stimulus, Trial, utcnow
-from app.participants import end_session, touch
-from app.responses import (
-    ClientEvent,
+from app.core.runtime import Runtime, db, runtime
+from app.core.schema import Experiment, Participant, ParticipantEvent, Stimulus, Trial, utcnow
+from app.core.templating import markdown
+from app.experiments.context import ExperimentContext, context_by_id, context_for
+from app.participation.arrival import end_session, touch
+from app.participation.bearer import participant_token, require_participant
+from app.participation.save_async import save_async
+from app.participation.saving import SaveError, complete, save_response
+from app.participation.schemas import (
+    ERRORS,
+    CategoryOut,
+    ConsentIn,
+    EndedOut,
+    ErrorOut,
+    EventsIn,
+    ExperimentOut,
     ResponseIn,
-    SaveError,
-    answered_indices,
-    complete,
-    ended_info,
-    save_response,
-    stage_of,
+    SaveOut,
+    SessionOut,
+    StageOut,
 )
-from app.templating import markdown
+from app.participation.stage import answered_indices, ended_info, stage_of
 
 router = APIRouter(prefix="/api", tags=["participant"])
-
-Stage = Literal["consent", "instructions", "headphone", "practice", "gate", "main", "debrief", "ended"]
-
-
-class CategoryOut(BaseModel):
-    id: str
-    label: str
-    icon: str | None = None
-
-
-class TrialOut(BaseModel):
-    index: int
-    phase: Literal["practice", "gate", "main", "catch"]
-    block: int
-    media: str
-    # Only practice trials with feedback reveal their answer.
-    answer: str | None = None
-
-
-class ExperimentOut(BaseModel):
-    slug: str
-    title: str
-    modality: Literal["image", "audio"]
-    response: dict[str, Any]
-    categories: list[CategoryOut]
-    timing: dict[str, int]
-    image_px: int
-    practice_timing: dict[str, int]
-    practice_feedback: bool
-    play_once: bool
-    breaks: int
-    gate: dict[str, int]
-    headphone: dict[str, Any]
-    texts: dict[str, str]
-    estimated_minutes: int | None = None
-    allow_mobile: bool
-
-
-class EndedOut(BaseModel):
-    status: str
-    outcome: str
-    target: dict[str, Any] | None = None
-
-
-class SessionOut(BaseModel):
-    participant: str
-    status: str
-    stage: Stage
-    experiment: ExperimentOut
-    trials: list[TrialOut]
-    answered: list[int]
-    ended: EndedOut | None = None
-
-
-class BrowserInfo(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    screen_width: Annotated[int, Field(ge=0, le=100_000)] | None = None
-    screen_height: Annotated[int, Field(ge=0, le=100_000)] | None = None
-    window_width: Annotated[int, Field(ge=0, le=100_000)] | None = None
-    window_height: Annotated[int, Field(ge=0, le=100_000)] | None = None
-    device_pixel_ratio: Annotated[float, Field(ge=0, le=100)] | None = None
-    frame_ms: Annotated[float, Field(ge=0, le=1000)] | None = None  # measured display frame interval
-    language: Annotated[str, Field(max_length=64)] | None = None
-    timezone: Annotated[str, Field(max_length=64)] | None = None
-    touch: bool | None = None
-
-
-class ConsentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    agree: Literal[True]
-    browser: BrowserInfo | None = None
-
-
-class StageOut(BaseModel):
-    stage: Stage
-
-
-class SaveOut(BaseModel):
-    saved: Literal[True] = True
-    duplicate: bool
-    correct: bool | None = None
-    stage: Stage
-    ended: EndedOut | None = None
-
-
-class EventIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    kind: Annotated[str, Field(pattern=r"^[a-z_]{1,40}$")]
-    trial_index: Annotated[int, Field(ge=0, le=100_000)] | None = None
-    detail: Annotated[str, Field(max_length=500)] | None = None
-    events: Annotated[list[ClientEvent], Field(max_length=100)] | None = None
-
-
-class EventsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    events: Annotated[list[EventIn], Field(min_length=1, max_length=50)]
-
-
-class ErrorOut(BaseModel):
-    detail: str
-    missing: list[int] | None = None
 
 
 def media_url(sha: str, ext: str) -> str:
     return f"/media/{sha}{ext}"
-
-
-def _context(session: Session, p: Participant) -> ExperimentContext:
-    exp = session.get(Experiment, p.experiment_id)
-    assert exp is not None
-    return context_for(session, exp)
 
 
 def experiment_out(exp_slug: str, ctx: ExperimentContext) -> ExperimentOut:
@@ -193,12 +93,6 @@ def _ok(model: BaseModel) -> JSONResponse:
 
 def _error(exc: SaveError) -> JSONResponse:
     return JSONResponse(status_code=exc.status, content={"detail": exc.message, **exc.extra})
-
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorOut, "description": "missing or unknown participant token"},
-    409: {"model": ErrorOut, "description": "conflicts with what is stored (nothing was changed)"},
-}
 
 
 @router.get("/session", response_model=SessionOut, responses=ERRORS)
@@ -259,7 +153,7 @@ def give_consent(body: ConsentIn, token: str = Depends(participant_token), sessi
         p.consent_at = utcnow()
         p.browser = body.browser.model_dump(exclude_none=True) if body.browser else None
     touch(p)
-    stage = stage_of(session, p, _context(session, p))
+    stage = stage_of(session, p, context_by_id(session, p.experiment_id))
     session.commit()
     return _ok(StageOut(stage=stage))  # type: ignore[arg-type]
 
@@ -269,7 +163,7 @@ def decline_consent(token: str = Depends(participant_token), session: Session = 
     """The participant does not consent: end the session and free their balancing slot at once
     (instead of holding it until the abandonment sweep). Only possible before consenting."""
     p = require_participant(session, token)
-    ctx = _context(session, p)
+    ctx = context_by_id(session, p.experiment_id)
     if p.status == "returned" and p.outcome == "declined":
         return _ok(EndedOut(**ended_info(p, ctx)))
     try:
@@ -296,7 +190,7 @@ def finish_instructions(token: str = Depends(participant_token), session: Sessio
     if p.instructions_at is None:
         p.instructions_at = utcnow()
     touch(p)
-    stage = stage_of(session, p, _context(session, p))
+    stage = stage_of(session, p, context_by_id(session, p.experiment_id))
     session.commit()
     return _ok(StageOut(stage=stage))  # type: ignore[arg-type]
 
@@ -311,8 +205,8 @@ async def post_response(body: ResponseIn, token: str = Depends(participant_token
     """Save one answer as it happens. Idempotent: an identical retry returns 200 and changes nothing;
     a different answer to an answered trial returns 409 and changes nothing."""
     try:
-        if rt.async_saves is not None and rt.async_saves.serves_this_loop():
-            result = await rt.async_saves.save(token, body)
+        if rt.async_pool is not None and rt.async_pool.serves_this_loop():
+            result = await save_async(rt.async_pool, rt.sessions, token, body)
         else:
             result = await anyio.to_thread.run_sync(save_response, rt.saves, token, body)
     except SaveError as exc:
@@ -326,7 +220,7 @@ def post_complete(token: str = Depends(participant_token), session: Session = De
     """Finish the session when every answer is stored; returns where the browser should go."""
     p = require_participant(session, token)
     try:
-        info = complete(session, p, _context(session, p))
+        info = complete(session, p, context_by_id(session, p.experiment_id))
         session.commit()
     except SaveError as exc:
         session.rollback()

@@ -1,6 +1,6 @@
 """Participants: arrival, balancing slots, fixed trial plans, resume, and ending a session.
 
-Balancing slots are rows of the Latin square (``app.design``). A participant holds a slot while
+Balancing slots are rows of the Latin square (``app.experiments.design``). A participant holds a slot while
 they count (started or completed); screened-out, failed-attention, returned and abandoned
 participants give theirs back, so the next arrival takes over the same row. Slots are unique per
 experiment by a database constraint: concurrent arrivals never share one and no table lock is
@@ -21,15 +21,13 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
-from app.design import NATURAL, plan_trials
-from app.experiments import ExperimentContext, context_for
-from app.models import COUNTING_STATUSES, Experiment, Participant, Trial, utcnow
-from app.recruitment import Arrival
-from app.security import new_public_id, new_salt, participant_token, token_hash
+from app.core.schema import Experiment, Participant, Trial, utcnow
+from app.core.security import new_public_id, new_salt, participant_token, token_hash
+from app.experiments.context import ExperimentContext, context_for
+from app.experiments.design import NATURAL, plan_trials
+from app.participation.recruitment import Arrival
 
 MAX_SLOT_RETRIES = 50
-# The platform of researcher previews (``app.preview``): never counted, never exported.
-PREVIEW_PLATFORM = "preview"
 # last_seen_at is refreshed at most this often, to keep the save path to one write (seconds).
 TOUCH_INTERVAL_S = 30
 
@@ -275,11 +273,3 @@ def write_plan(session: Session, p: Participant, ctx: ExperimentContext) -> None
     # Core executemany: the ORM bulk path costs about twice the CPU for the same statements.
     session.execute(sa.insert(Trial.__table__), rows)
 
-
-def counting(session: Session, exp_id: int) -> int:
-    """Participants started or completed, researcher previews left out."""
-    return session.scalar(
-        sa.select(sa.func.count())
-        .select_from(Participant)
-        .where(Participant.experiment_id == exp_id, Participant.status.in_(COUNTING_STATUSES), Participant.platform != PREVIEW_PLATFORM)
-    ) or 0

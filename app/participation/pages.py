@@ -9,13 +9,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from app import ratelimit
-from app.deps import Runtime, db, runtime
-from app.experiments import spec_of
-from app.models import Experiment
-from app.participants import authenticate, enter
-from app.recruitment import ArrivalError, parse_arrival
-from app.templating import templates
+from app.core import ratelimit
+from app.core.runtime import Runtime, db, runtime
+from app.core.schema import Experiment
+from app.core.templating import templates
+from app.experiments.service import spec_of
+from app.participation.arrival import authenticate, enter
+from app.participation.recruitment import ArrivalError, parse_arrival
 
 router = APIRouter(tags=["pages"])
 
@@ -66,7 +66,7 @@ def study_link(slug: str, request: Request, session: Session = Depends(db), rt: 
     ip = request.client.host if request.client else "unknown"
 
     def may_create() -> bool:
-        # Per client address, shared by all processes through the database (app.ratelimit).
+        # Per client address, shared by all processes through the database (app.core.ratelimit).
         return ratelimit.hit(session, f"participant-ip:{ip}", limit=settings.participant_rate_limit, window_s=settings.participant_rate_window_s)
 
     entry = enter(session, exp, arrival, secret_key=rt.secret_key, user_agent=ua, existing=existing, may_create=may_create)

@@ -19,13 +19,10 @@ import secrets
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from app.experiments import context_for
-from app.models import Experiment, Participant
-from app.participants import PREVIEW_PLATFORM, free_slots, token_for, write_plan
-from app.security import new_public_id, new_salt, participant_token, token_hash
-
-# SQL condition selecting the participants that count (everything but previews).
-REAL = Participant.platform != PREVIEW_PLATFORM
+from app.core.schema import PREVIEW_PLATFORM, Experiment, Participant
+from app.core.security import new_public_id, new_salt, participant_token, token_hash
+from app.experiments.context import context_for
+from app.participation.arrival import free_slots, token_for, write_plan
 
 
 def discard_previews(session: Session, exp_id: int) -> int:

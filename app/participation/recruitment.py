@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from app.security import MTURK_ORIGINS
-from app.spec import ExperimentSpec
+from app.core.security import MTURK_ORIGINS
+from app.experiments.spec import ExperimentSpec
 
 MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
 PROLIFIC_COMPLETE = "https://app.prolific.com/submissions/complete?cc="

@@ -1,10 +1,10 @@
 """The save endpoint on PostgreSQL: async psycopg on the event loop, no ORM, no thread hop.
 
 Saving answers is the hot path (one request per trial per participant). The synchronous
-:func:`app.responses.save_response` pays for a thread-pool hop, SQLAlchemy's statement
+:func:`app.participation.saving.save_response` pays for a thread-pool hop, SQLAlchemy's statement
 execution and the GIL traffic of many threads; profiled under the load benchmark those were most
 of a save's CPU. This module runs the same flow, with the same statements (compiled once from
-``app.responses``) and the same decisions (``check_answer``, ``repeat_result``, ...), on a small
+``app.participation.saving``) and the same decisions (``check_answer``, ``repeat_result``, ...), on a small
 pool of autocommit psycopg connections owned by the worker's event loop. Each statement commits by
 itself: the INSERT is the only write that matters and it is atomic. The one case that needs the
 ORM (an experiment version not yet cached in this process) goes to a worker thread.
@@ -15,39 +15,36 @@ and the pool replaces it.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import anyio
 import psycopg
-from psycopg.rows import namedtuple_row
-from psycopg.types.json import Json
-from psycopg_pool import AsyncConnectionPool
 import sqlalchemy as sa
+from psycopg.types.json import Json
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.experiments import ExperimentContext, cached_context
-from app.models import Response, as_utc, utcnow
-from app.participants import touch_due
-from app.responses import (
+from app.core.db import AsyncPool
+from app.core.schema import Response, as_utc, utcnow
+from app.core.security import token_hash
+from app.experiments.context import ExperimentContext, cached_context, context_by_id
+from app.participation.arrival import touch_due
+from app.participation.saving import (
     END_ON_FAILED_GATE,
     FACTS,
     STORED,
     TOUCH,
     UNKNOWN_TOKEN,
-    ResponseIn,
     SaveError,
     SaveResult,
     check_answer,
     first_answer_result,
     gate_check_params,
     gate_ended_result,
-    context_by_id,
     repeat_result,
     response_values,
 )
-from app.security import token_hash
+from app.participation.schemas import ResponseIn
 
 _DIALECT = postgresql.psycopg.dialect()  # type: ignore[attr-defined]
 
@@ -80,88 +77,50 @@ INSERT_SQL = (
 )
 
 
-class AsyncSaves:
-    """A per-process pool of autocommit connections for saves, opened in the app's lifespan."""
+async def save_async(pool: AsyncPool, sessions: sessionmaker[Session], token: str, data: ResponseIn) -> SaveResult:
+    """:func:`app.participation.saving.save_response`, on ``pool``. Raises SaveError."""
+    if not token or len(token) > 200:
+        raise SaveError(401, UNKNOWN_TOKEN)
+    digest = data.payload_sha256()
+    try:
+        async with pool.pool.connection() as conn:
+            row = await (await conn.execute(FACTS_SQL.text, FACTS_SQL.params(th=token_hash(token), idx=data.trial_index))).fetchone()
+            if row is None:
+                raise SaveError(401, UNKNOWN_TOKEN)
+            # As UTCDateTime reads them, so that cache keys and comparisons match the ORM's values.
+            row = row._replace(last_seen_at=as_utc(row.last_seen_at), updated_at=as_utc(row.updated_at))
+            ctx = await _context(sessions, row)
+            if row.payload_sha256 is not None:
+                return repeat_result(row, ctx, row.payload_sha256, row.correct, row.phase, data.trial_index, digest, row.next_phase)
+            check_answer(row, ctx, data)
+            now = utcnow()
+            values = response_values(row, data, digest, now)
+            params = {k: (Json(v) if k in _JSON_COLUMNS else v) for k, v in values.items()}
+            if await (await conn.execute(INSERT_SQL, params)).fetchone() is None:
+                # Another request (a second tab, a retry racing the first try) stored it first.
+                existing = await (await conn.execute(STORED_SQL.text, STORED_SQL.params(pid=row.id, idx=data.trial_index))).fetchone()
+                if existing is None:
+                    raise SaveError(503, "the answer could not be stored; please retry")
+                return repeat_result(row, ctx, existing.payload_sha256, existing.correct, row.phase, data.trial_index, digest, row.next_phase)
+            if touch_due(row.last_seen_at, now):
+                await conn.execute(TOUCH_SQL.text, TOUCH_SQL.params(pid=row.id, now=now))
+            gate = gate_check_params(row, ctx, values["correct"], now)
+            if gate is not None:
+                ended = await (await conn.execute(GATE_SQL.text, GATE_SQL.params(**gate))).fetchone()
+                if ended is not None:
+                    return gate_ended_result(ended, ctx)
+    except psycopg.OperationalError as exc:
+        # The database went away mid-request; whether the INSERT landed or not, a retry is
+        # answered correctly (201 or an identical-retry 200).
+        raise SaveError(503, "the database is unavailable; please retry") from exc
+    return first_answer_result(row, ctx, values["correct"])
 
-    def __init__(self, conninfo: str, sessions: sessionmaker[Session], *, max_size: int) -> None:
-        self.sessions = sessions
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.pool = AsyncConnectionPool(
-            conninfo,
-            min_size=1,
-            max_size=max_size,
-            open=False,
-            kwargs={"autocommit": True, "row_factory": namedtuple_row},
-            # A request waits at most this long for a connection before failing with 503.
-            timeout=20.0,
-        )
+def _load_context(sessions: sessionmaker[Session], exp_id: int) -> ExperimentContext:
+    with sessions() as session:
+        return context_by_id(session, exp_id)
 
-    async def open(self) -> None:
-        """Open the pool on the running loop. An app can be started more than once (test clients
-        and fuzzers run its lifespan on loops of their own); the first loop keeps the pool, the
-        others use the threaded path (:meth:`serves_this_loop`)."""
-        if self._loop is None:
-            await self.pool.open()
-            self._loop = asyncio.get_running_loop()
-
-    async def close(self) -> None:
-        if self._loop is asyncio.get_running_loop():
-            await self.pool.close()
-            self._loop = None
-
-    def serves_this_loop(self) -> bool:
-        """The pool belongs to the event loop that opened it (the app's lifespan). A caller on
-        another loop (an app driven without its lifespan, e.g. a bare test client) must use the
-        threaded path instead."""
-        try:
-            return self._loop is asyncio.get_running_loop() and not self.pool.closed
-        except RuntimeError:
-            return False
-
-    async def save(self, token: str, data: ResponseIn) -> SaveResult:
-        """:func:`app.responses.save_response`, on this pool. Raises SaveError."""
-        if not token or len(token) > 200:
-            raise SaveError(401, UNKNOWN_TOKEN)
-        digest = data.payload_sha256()
-        try:
-            async with self.pool.connection() as conn:
-                row = await (await conn.execute(FACTS_SQL.text, FACTS_SQL.params(th=token_hash(token), idx=data.trial_index))).fetchone()
-                if row is None:
-                    raise SaveError(401, UNKNOWN_TOKEN)
-                # As UTCDateTime reads them, so that cache keys and comparisons match the ORM's values.
-                row = row._replace(last_seen_at=as_utc(row.last_seen_at), updated_at=as_utc(row.updated_at))
-                ctx = await self._context(row)
-                if row.payload_sha256 is not None:
-                    return repeat_result(row, ctx, row.payload_sha256, row.correct, row.phase, data.trial_index, digest, row.next_phase)
-                check_answer(row, ctx, data)
-                now = utcnow()
-                values = response_values(row, data, digest, now)
-                params = {k: (Json(v) if k in _JSON_COLUMNS else v) for k, v in values.items()}
-                if await (await conn.execute(INSERT_SQL, params)).fetchone() is None:
-                    # Another request (a second tab, a retry racing the first try) stored it first.
-                    existing = await (await conn.execute(STORED_SQL.text, STORED_SQL.params(pid=row.id, idx=data.trial_index))).fetchone()
-                    if existing is None:
-                        raise SaveError(503, "the answer could not be stored; please retry")
-                    return repeat_result(row, ctx, existing.payload_sha256, existing.correct, row.phase, data.trial_index, digest, row.next_phase)
-                if touch_due(row.last_seen_at, now):
-                    await conn.execute(TOUCH_SQL.text, TOUCH_SQL.params(pid=row.id, now=now))
-                gate = gate_check_params(row, ctx, values["correct"], now)
-                if gate is not None:
-                    ended = await (await conn.execute(GATE_SQL.text, GATE_SQL.params(**gate))).fetchone()
-                    if ended is not None:
-                        return gate_ended_result(ended, ctx)
-        except psycopg.OperationalError as exc:
-            # The database went away mid-request; whether the INSERT landed or not, a retry is
-            # answered correctly (201 or an identical-retry 200).
-            raise SaveError(503, "the database is unavailable; please retry") from exc
-        return first_answer_result(row, ctx, values["correct"])
-
-    def _load_context(self, exp_id: int) -> ExperimentContext:
-        with self.sessions() as session:
-            return context_by_id(session, exp_id)
-
-    async def _context(self, row: Any) -> ExperimentContext:
-        ctx = cached_context(row.experiment_id, row.design_seed, row.updated_at)
-        if ctx is None:
-            ctx = await anyio.to_thread.run_sync(self._load_context, row.experiment_id)
-        return ctx
+async def _context(sessions: sessionmaker[Session], row: Any) -> ExperimentContext:
+    ctx = cached_context(row.experiment_id, row.design_seed, row.updated_at)
+    if ctx is None:
+        ctx = await anyio.to_thread.run_sync(_load_context, sessions, row.experiment_id)
+    return ctx

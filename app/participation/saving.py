@@ -1,4 +1,4 @@
-"""Saving answers, the practice gate, completion, and the participant's progress state.
+"""Saving answers, the practice gate and completion.
 
 Saving is idempotent and insert-only. The unique constraint on (participant, trial index) decides
 races: the first insert wins; a retry with the same payload (same sha256) is answered as saved;
@@ -9,89 +9,22 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import hashlib
-import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol
+from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from app.experiments import ExperimentContext, cached_context, context_for
-from app.models import Experiment, Participant, Response, Trial, utcnow
-from app.participants import end_session, ended_values, touch_due
-from app.recruitment import completion_target
-from app.security import token_hash
-
-Short = Annotated[str, Field(max_length=200)]
+from app.core.db import SaveDb
+from app.core.schema import Experiment, Participant, Response, Trial, utcnow
+from app.core.security import token_hash
+from app.experiments.context import ExperimentContext, cached_context, context_by_id
+from app.participation.arrival import end_session, ended_values, touch_due
+from app.participation.schemas import ResponseIn
+from app.participation.stage import ParticipantState, answered_indices, ended_info, headphone_pending, stage_of
 
 UNKNOWN_TOKEN = "unknown participant token; reopen the study link"
 GATE_FAILED_REASON = "failed the practice gate"
-
-
-class ClientEvent(BaseModel):
-    """Something that happened in the page during a trial, e.g. the window lost focus."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    type: Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")]
-    t: Annotated[float, Field(ge=-1e7, le=1e13)]  # ms, performance.now() of the page
-    detail: Short | None = None
-
-
-class ResponseIn(BaseModel):
-    """One answer, as the runner posts it. Times from the client are ms."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    trial_index: Annotated[int, Field(ge=0, le=100_000)]
-    answer: Annotated[str, Field(min_length=1, max_length=200)]
-    rt_ms: Annotated[float, Field(ge=0, le=1e8)] | None = None
-    # Client wall-clock times (ms since the Unix epoch).
-    shown_at: Annotated[float, Field(ge=0, le=1e14)] | None = None
-    responded_at: Annotated[float, Field(ge=0, le=1e14)] | None = None
-    # Measured on-screen durations, e.g. fixation_ms, stimulus_ms, mask_ms, audio_ms.
-    durations: Annotated[dict[Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")], Annotated[float, Field(ge=0, le=1e8)]], Field(max_length=16)] | None = None
-    events: Annotated[list[ClientEvent], Field(max_length=500)] | None = None
-    client: Annotated[dict[Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")], float | int | bool | Short | None], Field(max_length=32)] | None = None
-
-    @field_validator("answer")
-    @classmethod
-    def _strip(cls, v: str) -> str:
-        v = v.strip()
-        if not v:
-            raise ValueError("answer is empty")
-        return v
-
-    def payload_sha256(self) -> str:
-        canon = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canon.encode()).hexdigest()
-
-
-class ParticipantState(Protocol):
-    """What deciding a participant's stage reads: an ORM ``Participant`` or a row of the save
-    path's query (which loads no ORM object)."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def outcome(self) -> str | None: ...
-    @property
-    def consent_at(self) -> dt.datetime | None: ...
-    @property
-    def instructions_at(self) -> dt.datetime | None: ...
-    @property
-    def headphone_passed(self) -> bool | None: ...
-    @property
-    def platform(self) -> str: ...
-    @property
-    def assignment_id(self) -> str | None: ...
-    @property
-    def turk_submit_to(self) -> str | None: ...
 
 
 class SaveError(Exception):
@@ -194,39 +127,6 @@ TOUCH = sa.update(_P).where(_P.c.id == sa.bindparam("pid")).values(last_seen_at=
 STORED = sa.select(_R.c.payload_sha256, _R.c.correct).where(_R.c.participant_id == sa.bindparam("pid"), _R.c.trial_index == sa.bindparam("idx"))
 
 
-@dataclass(frozen=True)
-class SaveDb:
-    """Where saves go. ``engine`` runs the hot path without the ORM: on PostgreSQL in autocommit
-    (each statement commits by itself, which saves the BEGIN and COMMIT round trips; the single
-    INSERT is the only write that matters and it is atomic), on SQLite in one ``BEGIN IMMEDIATE``
-    transaction."""
-
-    engine: Engine
-
-    @classmethod
-    def of(cls, sessions: sessionmaker[Session]) -> SaveDb:
-        bind = sessions.kw["bind"]
-        return cls(bind.execution_options(isolation_level="AUTOCOMMIT") if bind.dialect.name == "postgresql" else bind)
-
-    @contextmanager
-    def unit(self) -> Iterator[Connection]:
-        if self.engine.dialect.name == "postgresql":
-            with self.engine.connect() as conn:
-                yield conn
-        else:
-            with self.engine.begin() as conn:
-                yield conn
-
-
-def context_by_id(session: Session, exp_id: int) -> ExperimentContext:
-    """The context of an experiment version not yet cached in this process (once per version).
-    The threaded save passes a session on its own connection (a second connection would wait on
-    SQLite's write lock, held by that one); the async save a session of its own, in a thread."""
-    exp = session.get(Experiment, exp_id)
-    assert exp is not None
-    return context_for(session, exp)
-
-
 def check_answer(facts: Any, ctx: ExperimentContext, data: ResponseIn) -> None:
     """Raise SaveError unless a first answer to this trial may be stored now. ``facts`` is a row of
     :func:`_save_facts` (the participant's state, trial_id, phase, gate_answered, gate_correct)."""
@@ -278,7 +178,7 @@ def save_response(db: SaveDb, token: str, data: ResponseIn) -> SaveResult:
     (no savepoint, no ORM); when a concurrent request stored the trial first, the insert returns
     nothing and the request is answered as that retry would be. ``last_seen_at`` is refreshed at
     most every ``TOUCH_INTERVAL_S``. A gate answer may be followed by :data:`END_ON_FAILED_GATE`.
-    ``app.save_async`` is the same flow on PostgreSQL without threads.
+    ``app.participation.save_async`` is the same flow on PostgreSQL without threads.
     """
     if not token or len(token) > 200:
         raise SaveError(401, UNKNOWN_TOKEN)
@@ -347,77 +247,6 @@ def repeat_result(p: ParticipantState, ctx: ExperimentContext, stored_sha: str, 
     reveal = phase == "practice" and ctx.spec.practice.feedback
     ended = ended_info(p, ctx) if p.status != "started" else None
     return SaveResult(duplicate=True, correct=stored_correct if reveal else None, stage=stage_of(None, p, ctx, next_phase=next_phase), ended=ended)
-
-
-def headphone_pending(p: ParticipantState, ctx: ExperimentContext) -> bool:
-    return ctx.spec.headphone.check != "none" and p.headphone_passed is None
-
-
-def answered_indices(session: Session, p: Participant) -> list[int]:
-    return list(session.scalars(sa.select(Response.trial_index).where(Response.participant_id == p.id).order_by(Response.trial_index)))
-
-
-def next_unanswered_phase(session: Session, p: ParticipantState, answered: list[int] | None = None) -> str | None:
-    """Phase of the participant's first unanswered trial (None when all are answered); one query."""
-    if answered is not None:
-        done = set(answered)
-        for index, phase in session.execute(sa.select(Trial.index, Trial.phase).where(Trial.participant_id == p.id).order_by(Trial.index)):
-            if index not in done:
-                return str(phase)
-        return None
-    missing = (
-        sa.select(Trial.phase)
-        .outerjoin(Response, sa.and_(Response.participant_id == Trial.participant_id, Response.trial_index == Trial.index))
-        .where(Trial.participant_id == p.id, Response.id.is_(None))
-        .order_by(Trial.index)
-        .limit(1)
-    )
-    return session.scalar(missing)
-
-
-_UNKNOWN: Any = object()
-
-
-def stage_of(session: Session | None, p: ParticipantState, ctx: ExperimentContext, answered: list[int] | None = None, *, next_phase: str | None = _UNKNOWN) -> str:
-    """Where the participant is: consent | instructions | headphone | practice | gate | main | debrief | ended.
-
-    Derived from stored facts only, so a reload (or another tab) always lands in the same place.
-    ``next_phase``, when the caller already knows it, is the phase of the first unanswered trial
-    (None: all answered); otherwise it is queried.
-    """
-    if p.status != "started":
-        return "ended"
-    hp = ctx.spec.headphone
-    if p.consent_at is None:
-        return "consent"
-    if hp.position == "before_instructions" and headphone_pending(p, ctx):
-        return "headphone"
-    if p.instructions_at is None:
-        return "instructions"
-    if hp.position == "before_practice" and headphone_pending(p, ctx):
-        return "headphone"
-    if next_phase is _UNKNOWN:
-        assert session is not None
-        phase = next_unanswered_phase(session, p, answered)
-    else:
-        phase = next_phase
-    if phase is None:
-        return "debrief"
-    if phase in ("main", "catch"):
-        if hp.position == "before_main" and headphone_pending(p, ctx):
-            return "headphone"
-        return "main"
-    return phase
-
-
-def ended_info(p: ParticipantState, ctx: ExperimentContext) -> dict[str, Any]:
-    outcome = p.outcome or ("completed" if p.status == "completed" else p.status)
-    info: dict[str, Any] = {"status": p.status, "outcome": outcome}
-    if p.status in ("completed", "screened_out"):
-        info["target"] = completion_target(
-            ctx.spec, outcome, platform=p.platform, assignment_id=p.assignment_id, turk_submit_to=p.turk_submit_to
-        )
-    return info
 
 
 def complete(session: Session, p: Participant, ctx: ExperimentContext) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.spec import NATURAL, ExclusionSpec
+from app.experiments.spec import NATURAL, ExclusionSpec
 
 # Exclusion reasons, in the order they are reported.
 REASONS = ("incomplete", "failed_gate", "failed_headphone", "failed_attention", "low_natural_accuracy", "researcher")

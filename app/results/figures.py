@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
 
-from app.analysis import AccuracyRow
+from app.results.analysis import AccuracyRow
 
 HUMAN_COLOR = "#1d2330"
 MODEL_COLOR = "#2456c9"

@@ -22,10 +22,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from app.design import blocks_of
-from app.experiments import context_for
-from app.models import Experiment, Participant, Response, Trial
-from app.preview import REAL
+from app.core.schema import REAL, Experiment, Participant, Response, Trial
+from app.experiments.context import context_for
+from app.experiments.design import blocks_of
 
 STATUSES = ("started", "completed", "screened_out", "returned", "abandoned")
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.models import ExperimentStimulusSet, Stimulus, StimulusSet
-from app.store import MediaStore
+from app.core.media_store import MediaStore
+from app.core.schema import ExperimentStimulusSet, Stimulus, StimulusSet
 from synthesis.bank import MANIFEST, Bank, BankError, Limits, open_bank  # noqa: F401  (BankError re-exported)
 
 

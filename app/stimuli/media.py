@@ -21,8 +21,8 @@ from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.deps import Runtime, runtime
-from app.store import MediaStore
+from app.core.media_store import MediaStore
+from app.core.runtime import Runtime, runtime
 from synthesis.media import MIME_TYPES
 
 router = APIRouter(tags=["media"])

@@ -37,7 +37,7 @@ def throwaway_database(admin_url: str) -> Iterator[str]:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = _psycopg(admin_url).set(database=name).render_as_string(hide_password=False)
     try:
-        from app.db import upgrade
+        from app.core.db import upgrade
 
         upgrade(url)
         yield url
@@ -70,12 +70,12 @@ def prepare_study(url: str, media_root: Path, work: Path, *, sources: int = 60, 
 
     Every participant then has 4 practice + 4 gate + ``sources`` main + 4 catch trials.
     """
-    from app.banks import import_bank
-    from app.db import make_engine, make_sessionmaker
-    from app.experiments import create_experiment
-    from app.settings import Settings
-    from app.spec import parse_spec
-    from app.store import MediaStore
+    from app.core.db import make_engine, make_sessionmaker
+    from app.core.media_store import MediaStore
+    from app.core.settings import Settings
+    from app.experiments.service import create_experiment
+    from app.experiments.spec import parse_spec
+    from app.stimuli.importer import import_bank
     from tests.factories import DIGITS, make_bank
 
     if sources % 10:

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from app.models import Participant, Response
-from app.responses import ResponseIn
-from app.security import token_hash
+from app.core.schema import Participant, Response
+from app.core.security import token_hash
+from app.participation.schemas import ResponseIn
 
 
 @dataclass

@@ -1,7 +1,7 @@
 // Headphone screening (REFERENCE §5): instructions → calibration noise → check trials.
 //
-// The server decides everything (app/headphone.py): which part of the check is due, whether an
-// answer is accepted, pass or fail. This page only plays sounds and records answers. Every answer
+// The server decides everything (app/participation/headphone/screening.py): which part of the
+// check is due, whether an answer is accepted, pass or fail. This page only plays sounds and records answers. Every answer
 // goes through the runner's outbox, exactly like a main-trial response: it is kept in
 // localStorage until the server confirms it, retried with backoff, and idempotent (an identical
 // retry is answered 200), so a reload resumes at the first trial without a stored answer.

@@ -18,17 +18,10 @@ import torch
 from torch import nn
 
 from synthesis.bank import InputSpec
-from synthesis.cochleagram import Cochleagram, CochleagramConfig, preset
+from synthesis.cochleagram import Cochleagram, CochleagramConfig
 from synthesis.models.registry import LoadedModel, checkpoint_sha256, load_state, register_model
+from synthesis.word_task import FRONT_END, SAMPLE_RATE, SAMPLES, WORDS
 
-#: The vocabulary, in class order: the category ids (and labels) of the demo audio bank.
-WORDS = [
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
-    "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go",
-]
-FRONT_END = preset("demo")
-SAMPLE_RATE = FRONT_END.sample_rate
-SAMPLES = FRONT_END.samples
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "demo" / "models" / "words.pt"
 
 

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from synthesis.clips import NOISE_KINDS, background, make_clip, trim
-from synthesis.speech import SAMPLE_RATE as SPEECH_RATE
 from synthesis.speech import ENGLISH_ACCENTS, Utterance, resample, synthesize, variants
+from synthesis.speech import SAMPLE_RATE as SPEECH_RATE
 
-# The vocabulary and clip format live with the model (they define its classes and input).
-from synthesis.models.words import SAMPLE_RATE, SAMPLES, WORDS
+# The vocabulary and clip format are the task's (the model's classes and input).
+from synthesis.word_task import SAMPLE_RATE, SAMPLES, WORDS
 
 # Variants left out altogether: unclear (whisper, travis, Annie; REFERENCE §8) or a name with a space.
 EXCLUDED_VARIANTS = ("Annie", "Mr serious", "travis", "whisper", "whisperf")

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app.auth import IP_FAILURE_LIMIT, SESSION_COOKIE, USER_FAILURE_LIMIT
-from app.models import AdminSession, AdminUser, AuditLog, Experiment, Participant, RateLimit
-from app.settings import Settings
+from app.admin.auth import IP_FAILURE_LIMIT, SESSION_COOKIE, USER_FAILURE_LIMIT
+from app.core.schema import AdminSession, AdminUser, AuditLog, Experiment, Participant, RateLimit
+from app.core.settings import Settings
 from tests.admin_client import PASSWORD, USERNAME, add_admin, admin_routes, login, try_login
 from tests.study import Study, build_study
 
@@ -177,7 +177,7 @@ def test_the_lock_holds_from_another_address_and_for_unknown_usernames(study: St
 
 def test_an_address_is_locked_after_many_failures_across_usernames(study: Study, monkeypatch: pytest.MonkeyPatch) -> None:
     assert IP_FAILURE_LIMIT > USER_FAILURE_LIMIT  # one account's lock comes first in real use
-    monkeypatch.setattr("app.auth.IP_FAILURE_LIMIT", USER_FAILURE_LIMIT + 2)  # fewer logins, same logic
+    monkeypatch.setattr("app.admin.auth.IP_FAILURE_LIMIT", USER_FAILURE_LIMIT + 2)  # fewer logins, same logic
     for i in range(USER_FAILURE_LIMIT + 2):
         try_login(study.client, username=f"user{i}", password="guess")
     r = try_login(study.client)  # a real account, from the same address
@@ -186,12 +186,13 @@ def test_an_address_is_locked_after_many_failures_across_usernames(study: Study,
 
 def test_cli_password_reset_lifts_the_lockout_and_ends_sessions(study: Study, monkeypatch: pytest.MonkeyPatch) -> None:
     from app import cli
-    from app.settings import get_settings
+    from app.core import commands
+    from app.core.settings import get_settings
 
     login(study.client)
     for i in range(USER_FAILURE_LIMIT):
         try_login(study.client, password=f"wrong {i}")
-    monkeypatch.setattr(cli, "get_settings", lambda: study.settings)
+    monkeypatch.setattr(commands, "get_settings", lambda: study.settings)
     get_settings.cache_clear()
     monkeypatch.setattr("sys.stdin", io.StringIO("a brand new password\n"))
     assert cli.main(["admin", "password", USERNAME, "--password-stdin"]) == 0
@@ -204,8 +205,9 @@ def test_cli_password_reset_lifts_the_lockout_and_ends_sessions(study: Study, mo
 
 def test_cli_admin_create_makes_an_account_that_can_log_in(study: Study, monkeypatch: pytest.MonkeyPatch) -> None:
     from app import cli
+    from app.core import commands
 
-    monkeypatch.setattr(cli, "get_settings", lambda: study.settings)
+    monkeypatch.setattr(commands, "get_settings", lambda: study.settings)
     monkeypatch.setattr("sys.stdin", io.StringIO("bob's long password\n"))
     assert cli.main(["admin", "create", "bob", "--password-stdin"]) == 0
     monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))

@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 from pydantic import BaseModel
 
-from app.models import AuditLog, Experiment, Participant, StimulusSet, Trial
-from app.settings import Settings
-from app.spec import ExperimentSpec
+from app.core.schema import AuditLog, Experiment, Participant, StimulusSet, Trial
+from app.core.settings import Settings
+from app.experiments.spec import ExperimentSpec
 from synthesis.bank import zip_bank
 from tests.admin_client import fast_login
 from tests.factories import make_bank
@@ -75,7 +75,7 @@ def test_uploading_a_bank_zip_imports_it_and_opens_its_gallery(study: Study, csr
 
 
 def test_gallery_paginates_and_filters(study: Study, csrf: str) -> None:
-    from app.routes import admin_sets
+    from app.admin import sets as admin_sets
 
     old = admin_sets.SOURCES_PER_PAGE
     admin_sets.SOURCES_PER_PAGE = 3
@@ -196,7 +196,7 @@ def as_data(items: list[tuple[str, str]]) -> dict[str, list[str]]:
 
 
 def test_creating_an_experiment_through_the_form_stores_exactly_the_submitted_spec(study: Study, csrf: str) -> None:
-    from app.spec import parse_spec
+    from app.experiments.spec import parse_spec
 
     wanted = parse_spec(
         {

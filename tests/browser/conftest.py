@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from app.db import upgrade
+from app.core.db import upgrade
 from tests.browser.harness import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, LiveServer, start_server, stop_server
 from tests.conftest import BACKENDS, PG_ADMIN_URL, _pg_url
 

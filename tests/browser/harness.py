@@ -26,13 +26,13 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.banks import import_bank
-from app.db import make_engine, make_sessionmaker
-from app.experiments import create_experiment
-from app.models import Experiment, Participant, Response, Trial
-from app.settings import Settings
-from app.spec import parse_spec
-from app.store import MediaStore
+from app.core.db import make_engine, make_sessionmaker
+from app.core.media_store import MediaStore
+from app.core.schema import Experiment, Participant, Response, Trial
+from app.core.settings import Settings
+from app.experiments.service import create_experiment
+from app.experiments.spec import parse_spec
+from app.stimuli.importer import import_bank
 from tests.factories import make_bank
 
 REPO = Path(__file__).resolve().parents[2]

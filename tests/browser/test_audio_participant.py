@@ -14,7 +14,7 @@ import functools
 from typing import Any
 from unittest import mock
 
-from app import headphone as hp
+from app.participation.headphone import screening, signals
 from tests import factories
 from tests.browser.harness import (
     PROLIFIC_DONE,
@@ -74,7 +74,7 @@ def headphone_check(page: Any, study: LiveStudy, pid: str, shots: Screenshots) -
     screen(page, "headphone-instructions")
     shots.take("52-headphone-instructions")
     click_action(page, "headphone-instructions", "continue")
-    plan = hp.plan_attempt("antiphase", study.participant(pid).seed, 1, HEADPHONE_TRIALS)
+    plan = screening.plan_attempt("antiphase", study.participant(pid).seed, 1, HEADPHONE_TRIALS)
     for t in plan:
         card = page.locator(f'#app > [data-screen="headphone-trial"][data-trial="{t.index}"]')
         card.wait_for()
@@ -165,8 +165,8 @@ def test_audio_participant_passes_the_headphone_check_and_answers_typed_words(se
         assert r.client["audio_state"] == "running"
         assert r.client["presentations"] == 1  # heard once
     # Sounds started: the calibration once, each headphone trial once, each clip once.
-    trial_s = hp.intervals("antiphase")[-1][1] / 1000  # a check trial ends with its third tone
-    expected = [hp.CALIBRATION_S] + [trial_s] * HEADPHONE_TRIALS + [CLIP_S] * n
+    trial_s = signals.intervals("antiphase")[-1][1] / 1000  # a check trial ends with its third tone
+    expected = [signals.CALIBRATION_S] + [trial_s] * HEADPHONE_TRIALS + [CLIP_S] * n
     assert [round(s, 2) for s in starts] == expected, starts
     p = study.participant(pid)
     assert (p.status, p.outcome, p.headphone_passed) == ("completed", "completed", True)

@@ -10,7 +10,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from app.auth import create_admin
+from app.admin.auth import create_admin
 from synthesis.bank import zip_bank
 from tests.browser.harness import PROLIFIC_DONE, LiveServer, LiveStudy, Walker, intercept_prolific, new_page
 from tests.factories import make_bank

@@ -1,13 +1,13 @@
-"""The PostgreSQL pool pings a connection before use only after it sat idle (``app.db``)."""
+"""The PostgreSQL pool pings a connection before use only after it sat idle (``app.core.db``)."""
 
 from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
 
-from app import db as app_db
-from app.db import make_engine
-from app.settings import Settings
+from app.core import db as app_db
+from app.core.db import make_engine
+from app.core.settings import Settings
 
 
 @pytest.fixture

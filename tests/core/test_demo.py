@@ -7,11 +7,11 @@ from pathlib import Path
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from app.db import make_engine, make_sessionmaker
+from app.core.db import make_engine, make_sessionmaker
+from app.core.schema import AdminUser, Experiment, StimulusSet
+from app.core.settings import Settings
 from app.demo import DEMO_DIR, setup_demo
 from app.main import create_app
-from app.models import AdminUser, Experiment, StimulusSet
-from app.settings import Settings
 
 
 def test_demo_setup_is_idempotent_and_serves_the_demo_experiments(settings: Settings) -> None:
@@ -40,7 +40,7 @@ def test_demo_setup_is_idempotent_and_serves_the_demo_experiments(settings: Sett
 
 
 def test_every_demo_experiment_file_is_valid() -> None:
-    from app.spec import load_spec_file
+    from app.experiments.spec import load_spec_file
 
     files = list((DEMO_DIR / "experiments").glob("*.yaml"))
     assert files

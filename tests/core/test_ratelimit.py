@@ -11,11 +11,11 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from app import ratelimit
-from app.db import make_engine, make_sessionmaker
+from app.core import ratelimit
+from app.core.db import make_engine, make_sessionmaker
+from app.core.schema import Participant, RateLimit
+from app.core.settings import Settings
 from app.main import create_app
-from app.models import Participant, RateLimit
-from app.settings import Settings
 from tests.study import build_study, prolific
 
 T0 = dt.datetime(2025, 3, 1, 12, 0, 0, tzinfo=dt.timezone.utc)

@@ -1,4 +1,4 @@
-"""The schema is defined once in app/models.py and changed only by migrations: they must agree."""
+"""The schema is defined once in app/core/schema.py and changed only by migrations: they must agree."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from app.db import NotMigratedError, check_migrated, head_revision, make_engine
+from app.core.db import NotMigratedError, check_migrated, head_revision, make_engine
+from app.core.schema import Base
+from app.core.settings import Settings
 from app.main import create_app
-from app.models import Base
-from app.settings import Settings
 
 
 def test_migrations_produce_exactly_the_models(db_url: str) -> None:

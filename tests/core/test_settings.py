@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from app.settings import Settings
+from app.core.settings import Settings
 
 
 def test_embedded_default_is_sqlite_under_var(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.design import (
+from app.experiments.design import (
     NATURAL,
     DesignInput,
     StimRef,

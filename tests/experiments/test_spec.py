@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.spec import Condition, SetSummary, SpecError, check_against_sets, load_spec_file, parse_spec
+from app.experiments.spec import Condition, SetSummary, SpecError, check_against_sets, load_spec_file, parse_spec
 
 GOOD = {
     "slug": "digits-demo",

@@ -1,8 +1,8 @@
-"""The experiment form's conversions between posted values and the spec (app/spec_form.py)."""
+"""The experiment form's conversions between posted values and the spec (app/experiments/spec_form.py)."""
 
 from __future__ import annotations
 
-from app.spec_form import bind, default_values, parse_form, spec_fields
+from app.experiments.spec_form import bind, default_values, parse_form, spec_fields
 
 
 def test_checkboxes_post_a_hidden_false_then_true_when_ticked() -> None:

@@ -27,8 +27,8 @@ from hypothesis import settings as hsettings
 from schemathesis import GenerationMode
 from schemathesis.core.parameters import ParameterLocation
 
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.processes import LiveServer
 from tests.study import build_study
 

@@ -20,11 +20,11 @@ import pytest
 import sqlalchemy as sa
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.schema import Participant, Response, Trial
+from app.core.security import token_hash
+from app.core.settings import Settings
 from app.main import create_app
-from app.models import Participant, Response, Trial
-from app.responses import ResponseIn
-from app.security import token_hash
-from app.settings import Settings
+from app.participation.schemas import ResponseIn
 from tests.outbox import OutboxParticipant
 from tests.processes import LiveServer, PgCluster, PgUnavailable
 from tests.study import Study, build_study, prolific

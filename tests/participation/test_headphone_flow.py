@@ -14,10 +14,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import sqlalchemy as sa
 
-from app import headphone as hp
-from app.models import Participant, Response, ScreeningTrial
-from app.security import token_hash
-from app.settings import Settings
+from app.core.schema import Participant, Response, ScreeningTrial
+from app.core.security import token_hash
+from app.core.settings import Settings
+from app.experiments.spec import HeadphoneSpec
+from app.participation.headphone import screening, signals
 from synthesis.media import sniff
 from tests.factories import WORDS
 from tests.study import Study, build_study
@@ -53,20 +54,20 @@ def hp_answer(study: Study, token: str, check: str, attempt: int, index: int, an
     return study.post(token, "/api/session/headphone/responses", body)
 
 
-def plan(study: Study, token: str, check: str, attempt: int) -> list[hp.PlannedTrial]:
+def plan(study: Study, token: str, check: str, attempt: int) -> list[screening.PlannedTrial]:
     p = participant(study, token)
-    spec = hp.HeadphoneSpec(**study.spec["headphone"])
-    n, _, _ = hp.rule(spec, check)  # type: ignore[arg-type]
-    return hp.plan_attempt(check, p.seed, attempt, n)  # type: ignore[arg-type]
+    spec = HeadphoneSpec(**study.spec["headphone"])
+    n, _, _ = screening.rule(spec, check)  # type: ignore[arg-type]
+    return screening.plan_attempt(check, p.seed, attempt, n)  # type: ignore[arg-type]
 
 
-def headphone_listener(t: hp.PlannedTrial) -> int:
+def headphone_listener(t: screening.PlannedTrial) -> int:
     return t.correct
 
 
-def loudspeaker_listener(t: hp.PlannedTrial) -> int:
+def loudspeaker_listener(t: screening.PlannedTrial) -> int:
     """Over loudspeakers the antiphase tone cancels and sounds quietest, so it gets picked."""
-    lure = hp.STIMULI[t.stimulus].lure
+    lure = signals.STIMULI[t.stimulus].lure
     assert lure is not None
     return lure
 

@@ -14,18 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app import headphone as hp
-from app.store import MediaStore
+from app.core.media_store import MediaStore
+from app.participation.headphone import screening, signals
 from synthesis.media import decode_wav, sniff
 
 SR = 44_100
-ANTIPHASE = sorted(n for n in hp.STIMULI if n.startswith("antiphase/"))
-HUGGINS = sorted(n for n in hp.STIMULI if n.startswith("huggins/"))
+ANTIPHASE = sorted(n for n in signals.STIMULI if n.startswith("antiphase/"))
+HUGGINS = sorted(n for n in signals.STIMULI if n.startswith("huggins/"))
 
 
 @cache
 def decoded(name: str) -> np.ndarray:
-    wave, sr = decode_wav(hp.encode(name))
+    wave, sr = decode_wav(signals.encode(name))
     assert sr == SR
     return wave.astype(np.float64)
 
@@ -65,7 +65,7 @@ def cross_spectrum(left: np.ndarray, right: np.ndarray, nper: int = 8192) -> tup
 
 
 def test_antiphase_stimuli_cover_all_six_orders_of_soft_and_antiphase_tone() -> None:
-    orders = {(hp.STIMULI[n].correct, hp.STIMULI[n].lure) for n in ANTIPHASE}
+    orders = {(signals.STIMULI[n].correct, signals.STIMULI[n].lure) for n in ANTIPHASE}
     assert orders == set(itertools.permutations((1, 2, 3), 2))
 
 
@@ -82,7 +82,7 @@ def test_the_soft_tone_is_6_db_below_the_others_and_where_the_name_says(name: st
     tones, _ = sections(decoded(name), 1.0, 0.5)
     levels = [rms(t) for t in tones]
     soft = int(np.argmin(levels))
-    assert soft + 1 == hp.STIMULI[name].correct
+    assert soft + 1 == signals.STIMULI[name].correct
     for k in range(3):
         if k != soft:
             assert abs(20 * np.log10(levels[soft] / levels[k]) - (-6.0)) <= 0.2
@@ -96,7 +96,7 @@ def test_the_antiphase_tone_has_lr_correlation_minus_one_and_the_others_plus_one
     tones, _ = sections(decoded(name), 1.0, 0.5)
     corr = [correlation(t) for t in tones]
     anti = int(np.argmin(corr))
-    assert anti + 1 == hp.STIMULI[name].lure
+    assert anti + 1 == signals.STIMULI[name].lure
     assert corr[anti] < -0.9999
     assert all(c > 0.9999 for k, c in enumerate(corr) if k != anti)
 
@@ -107,7 +107,7 @@ def test_antiphase_tones_have_raised_cosine_ramps_and_gaps_of_digital_silence() 
         assert np.count_nonzero(gap) == 0
     for tone in tones:
         assert np.all(tone[0] == 0) and np.all(tone[-1] == 0), "tones start and end at zero"
-        ramp = round(hp.TONE_RAMP_S * SR)
+        ramp = round(signals.TONE_RAMP_S * SR)
         steady = np.max(np.abs(tone[ramp : -ramp, 0]))
         assert np.max(np.abs(tone[: ramp // 4, 0])) < 0.2 * steady, "the onset rises gradually"
 
@@ -116,14 +116,14 @@ def test_antiphase_tones_have_raised_cosine_ramps_and_gaps_of_digital_silence() 
 
 
 def test_huggins_stimuli_are_six_sets_times_three_target_positions() -> None:
-    assert {hp.STIMULI[n].correct for n in HUGGINS} == {1, 2, 3}
+    assert {signals.STIMULI[n].correct for n in HUGGINS} == {1, 2, 3}
     assert len(HUGGINS) == 18 and len({n.split("-")[0] for n in HUGGINS}) == 6
 
 
 @pytest.mark.parametrize("name", HUGGINS)
 def test_huggins_non_targets_are_identical_in_both_channels_and_the_target_is_not(name: str) -> None:
     bursts, _ = sections(decoded(name), 1.0, 1.0)
-    target = hp.STIMULI[name].correct
+    target = signals.STIMULI[name].correct
     for k, burst in enumerate(bursts, start=1):
         same = np.array_equal(burst[:, 0], burst[:, 1])
         assert same == (k != target), f"burst {k}"
@@ -132,7 +132,7 @@ def test_huggins_non_targets_are_identical_in_both_channels_and_the_target_is_no
 @pytest.mark.parametrize("name", HUGGINS)
 def test_huggins_target_cross_spectrum_phase_is_pi_inside_564_636_hz_and_zero_outside(name: str) -> None:
     bursts, _ = sections(decoded(name), 1.0, 1.0)
-    target = bursts[hp.STIMULI[name].correct - 1]
+    target = bursts[signals.STIMULI[name].correct - 1]
     f, cs = cross_spectrum(target[:, 0], target[:, 1])
     phase = np.angle(cs)
     df = f[1]
@@ -151,7 +151,7 @@ def test_huggins_band_edges_lie_at_564_and_636_hz_to_within_2_hz(name: str) -> N
     """At 1 Hz resolution (one FFT of the whole 1 s burst), summed over 9 Hz just inside and just
     outside each edge: π inside, 0 outside. This pins the edges that the Welch test leaves open."""
     bursts, _ = sections(decoded(name), 1.0, 1.0)
-    target = bursts[hp.STIMULI[name].correct - 1]
+    target = bursts[signals.STIMULI[name].correct - 1]
     cs = np.fft.rfft(target[:, 0]) * np.conj(np.fft.rfft(target[:, 1]))  # bin k is k Hz
     for lo, hi in ((566, 574), (626, 634)):
         assert abs(abs(np.angle(cs[lo : hi + 1].sum())) - np.pi) < 0.3
@@ -181,29 +181,29 @@ def test_every_huggins_burst_is_its_own_noise() -> None:
 
 
 def test_calibration_noise_is_diotic_and_at_the_level_of_the_loud_tones() -> None:
-    noise = decoded(hp.CALIBRATION)
+    noise = decoded(signals.CALIBRATION)
     assert noise.shape[0] >= 2 * SR
     assert np.array_equal(noise[:, 0], noise[:, 1])
     loud = sections(decoded("antiphase/soft1-anti2"), 1.0, 0.5)[0][2]  # the normal tone
-    ramp = round(hp.TONE_RAMP_S * SR)
+    ramp = round(signals.TONE_RAMP_S * SR)
     assert abs(20 * np.log10(rms(noise[SR // 2 : -SR // 2]) / rms(loud[ramp:-ramp]))) < 0.5
 
 
 def test_files_are_16_bit_stereo_44k1_wavs_and_generation_is_deterministic() -> None:
-    for name in ("antiphase/soft2-anti1", "huggins/set4-target3", hp.CALIBRATION):
-        data = hp.encode(name)
+    for name in ("antiphase/soft2-anti1", "huggins/set4-target3", signals.CALIBRATION):
+        data = signals.encode(name)
         info = sniff(data, ".wav")
         assert (info.channels, info.sample_rate) == (2, SR)
-        assert data == hp.encode(name), "the same bytes every time, so every app process agrees"
+        assert data == signals.encode(name), "the same bytes every time, so every app process agrees"
 
 
 def test_media_catalogue_stores_each_file_once_and_rewrites_a_missing_one(tmp_path: Path) -> None:
     store = MediaStore(tmp_path / "media")
-    cat = hp.MediaCatalogue()
+    cat = signals.MediaCatalogue()
     names = ["antiphase/soft1-anti3", "huggins/set2-target1"]
     first = cat.sha_for(store, names)
     assert all(store.exists(sha, ".wav") for sha in first.values())
-    assert store.path_for(first[names[0]], ".wav").read_bytes() == hp.encode(names[0])
+    assert store.path_for(first[names[0]], ".wav").read_bytes() == signals.encode(names[0])
     store.remove(first[names[1]], ".wav")
     assert cat.sha_for(store, names) == first
     assert store.exists(first[names[1]], ".wav")
@@ -213,18 +213,18 @@ def test_media_catalogue_stores_each_file_once_and_rewrites_a_missing_one(tmp_pa
 
 
 def test_six_antiphase_trials_use_each_order_once_and_are_fixed_by_the_seed() -> None:
-    plan = hp.plan_attempt("antiphase", 1234, 1, 6)
+    plan = screening.plan_attempt("antiphase", 1234, 1, 6)
     assert len({t.stimulus for t in plan}) == 6
-    assert plan == hp.plan_attempt("antiphase", 1234, 1, 6)
-    assert [t.stimulus for t in plan] != [t.stimulus for t in hp.plan_attempt("antiphase", 99, 1, 6)]
-    assert all(t.correct == hp.STIMULI[t.stimulus].correct for t in plan)
+    assert plan == screening.plan_attempt("antiphase", 1234, 1, 6)
+    assert [t.stimulus for t in plan] != [t.stimulus for t in screening.plan_attempt("antiphase", 99, 1, 6)]
+    assert all(t.correct == signals.STIMULI[t.stimulus].correct for t in plan)
 
 
 def test_six_huggins_trials_use_every_set_once_with_balanced_targets_and_a_retry_hears_others() -> None:
-    first = hp.plan_attempt("huggins", 77, 1, 6)
+    first = screening.plan_attempt("huggins", 77, 1, 6)
     sets = sorted(t.stimulus.split("-")[0] for t in first)
     assert sets == [f"huggins/set{k}" for k in range(1, 7)]
     assert sorted(t.correct for t in first) == [1, 1, 2, 2, 3, 3]
-    retry = hp.plan_attempt("huggins", 77, 2, 6)
+    retry = screening.plan_attempt("huggins", 77, 2, 6)
     assert not {t.stimulus for t in first} & {t.stimulus for t in retry}
-    assert len({t.stimulus for t in hp.plan_attempt("huggins", 77, 1, 18)}) == 18
+    assert len({t.stimulus for t in screening.plan_attempt("huggins", 77, 1, 18)}) == 18

@@ -10,9 +10,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import sqlalchemy as sa
 
-from app.models import Participant, Response, Trial
-from app.routes.api import SessionOut
-from app.settings import Settings
+from app.core.schema import Participant, Response, Trial
+from app.core.settings import Settings
+from app.participation.schemas import SessionOut
 from tests.study import Study, build_study, prolific
 
 
@@ -192,7 +192,7 @@ def test_closed_and_full_experiments_say_so(settings: Settings, tmp_path: Path) 
     study.join("P1")
     r = study.enter(prolific("P2"))
     assert "all the participants it needs" in r.text
-    from app.models import Experiment
+    from app.core.schema import Experiment
 
     with study.sessions() as s:
         s.scalar(sa.select(Experiment)).status = "closed"

@@ -1,5 +1,5 @@
-"""Two implementations of one save: threaded SQLAlchemy Core (``app.responses.save_response``, used
-on SQLite) and async psycopg on the event loop (``app.save_async``, used on PostgreSQL). They must
+"""Two implementations of one save: threaded SQLAlchemy Core (``app.participation.saving.save_response``, used
+on SQLite) and async psycopg on the event loop (``app.participation.save_async``, used on PostgreSQL). They must
 store the same rows and give the same answers."""
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from app.models import Response
-from app.responses import ResponseIn, SaveDb, save_response
-from app.routes import api
-from app.settings import Settings
+from app.core.db import SaveDb
+from app.core.schema import Response
+from app.core.settings import Settings
+from app.participation import api
+from app.participation.saving import save_response
+from app.participation.schemas import ResponseIn
 from tests.study import Study, build_study
 
 
@@ -79,7 +81,7 @@ def test_both_paths_answer_a_retry_and_a_conflict_alike(study: Study) -> None:
     assert study.answer(token, 0, labels[0]).status_code == 200
     other = study.wrong(labels[0])
     assert study.answer(token, 0, other).status_code == 409
-    from app.responses import SaveError
+    from app.participation.saving import SaveError
 
     with pytest.raises(SaveError) as err:
         save_response(db, token, ResponseIn(trial_index=0, answer=other, rt_ms=500.0, durations={"stimulus_ms": 300.0}))

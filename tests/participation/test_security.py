@@ -2,8 +2,8 @@
 each other, security headers on every response, no script injection through experiment texts,
 and the login throttle shared by every app process.
 
-(Every admin route needing a login, CSRF and the login lockout itself: tests/test_admin_auth.py.
-Upload safety: tests/test_bank.py for the reader, tests/test_upload_safety.py for the import.)
+(Every admin route needing a login, CSRF and the login lockout itself: tests/admin/test_admin_auth.py.
+Upload safety: tests/stimuli/test_bank.py for the reader, tests/stimuli/test_upload_safety.py for the import.)
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from app.auth import IP_FAILURE_LIMIT, USER_FAILURE_LIMIT
+from app.admin.auth import IP_FAILURE_LIMIT, USER_FAILURE_LIMIT
+from app.core.schema import Participant, Response, Trial
+from app.core.security import MTURK_ORIGINS, participant_token, token_hash
+from app.core.settings import Settings
 from app.main import create_app
-from app.models import Participant, Response, Trial
-from app.security import MTURK_ORIGINS, participant_token, token_hash
-from app.settings import Settings
 from tests.admin_client import add_admin, admin_routes, fast_login, try_login
 from tests.study import Study, build_study, prolific
 
@@ -94,8 +94,8 @@ def test_a_study_cookie_does_not_carry_over_to_another_experiment(settings: Sett
     r = study.enter()
     assert r.status_code == 303
     cookie = next(iter(r.cookies.items()))
-    from app.experiments import create_experiment
-    from app.spec import parse_spec
+    from app.experiments.service import create_experiment
+    from app.experiments.spec import parse_spec
     from tests.study import BASE_SPEC
 
     with study.sessions() as s:
@@ -158,7 +158,7 @@ def test_every_kind_of_response_carries_the_security_headers(study: Study) -> No
 
 
 def test_frame_ancestors_allow_exactly_self_and_mturk() -> None:
-    from app.security import content_security_policy
+    from app.core.security import content_security_policy
 
     fa = _csp(content_security_policy())["frame-ancestors"]
     assert fa == ["'self'", "https://www.mturk.com", "https://workersandbox.mturk.com"]
@@ -273,7 +273,7 @@ def test_experiment_texts_cannot_inject_script_into_any_page(settings: Settings,
 
 
 def test_markdown_keeps_ordinary_formatting_and_safe_links() -> None:
-    from app.templating import markdown
+    from app.core.templating import markdown
 
     html = str(markdown("**bold** and [site](https://example.org) and [mail](mailto:lab@example.org)"))
     assert "<strong>bold</strong>" in html

@@ -1,4 +1,4 @@
-"""Accuracy tables (app/analysis.py): participant-level means, SEMs, bootstrap CIs, exclusions."""
+"""Accuracy tables (app/results/analysis.py): participant-level means, SEMs, bootstrap CIs, exclusions."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from app.analysis import (
+from app.experiments.spec import ExclusionSpec
+from app.results.analysis import (
     AccuracyTally,
     ParticipantFacts,
     accuracy_table,
@@ -18,7 +19,6 @@ from app.analysis import (
     row_seed,
     sem,
 )
-from app.spec import ExclusionSpec
 
 
 def test_sem_is_the_sample_sd_over_root_n() -> None:

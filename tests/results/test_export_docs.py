@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from app import analysis, exports, stats
+from app.results import analysis, stats, tables
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "admin-and-exports.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "admin-and-exports.md"
 
 
 @pytest.mark.parametrize(
     "columns",
-    [exports.TRIAL_COLUMNS, exports.PARTICIPANT_COLUMNS, exports.SCREENING_COLUMNS, exports.EXCLUSION_COLUMNS, analysis.ACCURACY_COLUMNS, stats.STATS_COLUMNS],
+    [tables.TRIAL_COLUMNS, tables.PARTICIPANT_COLUMNS, tables.SCREENING_COLUMNS, tables.EXCLUSION_COLUMNS, analysis.ACCURACY_COLUMNS, stats.STATS_COLUMNS],
     ids=["trials", "participants", "screening", "exclusions", "accuracy", "stats"],
 )
 def test_every_export_column_is_documented(columns: list[str]) -> None:

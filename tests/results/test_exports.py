@@ -42,10 +42,14 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from app import exports
-from app.models import Participant, Stimulus, Trial
-from app.security import token_hash
-from app.settings import Settings
+from app.core.schema import Participant, Stimulus, Trial
+from app.core.security import token_hash
+from app.core.settings import Settings
+from app.results import csv_format, summaries
+from app.results.csv_format import csv_chunks
+from app.results.options import FILES
+from app.results.pseudonyms import Pseudonymizer
+from app.results.tables import TRIAL_COLUMNS, trial_rows
 from tests.admin_client import fast_login
 from tests.conftest import BACKENDS, _truncate_all
 from tests.study import Study, build_study
@@ -325,22 +329,22 @@ def test_pseudonymized_exports_hide_platform_ids_consistently(study: Study) -> N
 
 def test_exports_stream_in_chunks_with_the_same_result(study: Study, monkeypatch: pytest.MonkeyPatch) -> None:
     whole = download(study, "trials.csv")
-    monkeypatch.setattr(exports, "TRIAL_CHUNK", 2)
-    monkeypatch.setattr(exports, "PARTICIPANT_CHUNK", 3)
-    monkeypatch.setattr(exports, "CSV_FLUSH_BYTES", 512)
+    monkeypatch.setattr(summaries, "TRIAL_CHUNK", 2)
+    monkeypatch.setattr(summaries, "PARTICIPANT_CHUNK", 3)
+    monkeypatch.setattr(csv_format, "CSV_FLUSH_BYTES", 512)
     assert download(study, "trials.csv") == whole
     with study.sessions() as s:
-        from app.models import Experiment
+        from app.core.schema import Experiment
 
         exp = s.get(Experiment, 1)
         s.expunge(exp)
-    chunks = list(exports.csv_chunks(exports.TRIAL_COLUMNS, exports.trial_rows(study.sessions, exp, exports.Pseudonymizer(None))))
+    chunks = list(csv_chunks(TRIAL_COLUMNS, trial_rows(study.sessions, exp, Pseudonymizer(None))))
     assert len(chunks) > 10 and b"".join(chunks) == whole
 
 
 def test_the_bundle_zip_holds_every_file(study: Study) -> None:
     zf = zipfile.ZipFile(io.BytesIO(download(study, "bundle.zip")))
-    assert sorted(zf.namelist()) == sorted(exports.FILES)
+    assert sorted(zf.namelist()) == sorted(FILES)
     assert zf.read("trials.csv") == download(study, "trials.csv")
     rows = list(csv.DictReader(io.StringIO(zf.read("accuracy_by_layer.csv").decode())))
     assert [r["condition"] for r in rows] == list(EXPECTED)
@@ -348,11 +352,12 @@ def test_the_bundle_zip_holds_every_file(study: Study) -> None:
 
 def test_the_cli_writes_the_same_exports(study: Study, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from app import cli
+    from app.core import commands
 
-    monkeypatch.setattr(cli, "get_settings", lambda: study.settings)
+    monkeypatch.setattr(commands, "get_settings", lambda: study.settings)
     out = tmp_path / "results"
     assert cli.main(["export", "test-study", "--out", str(out), "--permutations", "500"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted(exports.FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
     assert (out / "accuracy_by_layer.csv").read_bytes() == download(study, "accuracy_by_layer.csv")
     assert (out / "exclusions.csv").read_bytes() == download(study, "exclusions.csv")
     assert cli.main(["export", "no-such-study", "--out", str(out)]) == 2

@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
-from app.models import Participant
-from app.settings import Settings
+from app.core.schema import Participant
+from app.core.settings import Settings
 from tests.admin_client import fast_login
 from tests.study import Study, build_study
 
@@ -23,7 +23,7 @@ def frame(study: Study, name: str) -> pd.DataFrame:
 
 
 def test_headphone_results_appear_in_participants_screening_and_exclusions(settings: Settings, tmp_path: Path) -> None:
-    from app.models import ScreeningTrial
+    from app.core.schema import ScreeningTrial
 
     st = build_study(settings, tmp_path)
     for pid in ("good", "bad"):

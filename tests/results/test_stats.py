@@ -1,4 +1,4 @@
-"""The human-vs-model mixed ANOVA with permutation p-values (app/stats.py).
+"""The human-vs-model mixed ANOVA with permutation p-values (app/results/stats.py).
 
 Tests use a few hundred permutations; the exports default to 10,000."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.stats import holm, human_vs_model, mixed_anova_F, permutation_mixed_anova, sign_flip_test
+from app.results.stats import holm, human_vs_model, mixed_anova_F, permutation_mixed_anova, sign_flip_test
 
 N, L = 20, 6
 
@@ -128,7 +128,7 @@ def test_human_vs_model_reports_anova_and_per_layer_rows() -> None:
 
 
 def test_the_fast_relabeling_path_agrees_with_the_general_F() -> None:
-    from app.stats import two_group_F
+    from app.results.stats import two_group_F
 
     rng = np.random.default_rng(13)
     y = rng.random((12, 4))

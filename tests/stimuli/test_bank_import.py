@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app.banks import SetImportError, delete_set, import_bank
-from app.db import make_engine, make_sessionmaker
-from app.experiments import create_experiment
-from app.models import Stimulus, StimulusSet
-from app.settings import Settings
-from app.spec import parse_spec
-from app.store import MediaStore
+from app.core.db import make_engine, make_sessionmaker
+from app.core.media_store import MediaStore
+from app.core.schema import Stimulus, StimulusSet
+from app.core.settings import Settings
+from app.experiments.service import create_experiment
+from app.experiments.spec import parse_spec
+from app.stimuli.importer import SetImportError, delete_set, import_bank
 from synthesis.bank import BankError, zip_bank
 from tests.factories import make_bank
 
@@ -73,7 +73,7 @@ def test_duplicate_name_is_refused_before_anything_is_written(env, tmp_path: Pat
 
 def test_database_failure_midway_removes_the_new_files(env, tmp_path: Path, monkeypatch) -> None:
     sessions, store = env
-    import app.banks as banks
+    import app.stimuli.importer as banks
 
     def boom(bank):  # type: ignore[no-untyped-def]
         raise RuntimeError("database went away")
@@ -90,7 +90,7 @@ def test_shared_media_survives_a_failed_import_of_the_same_files(env, tmp_path: 
     bank = make_bank(tmp_path / "b")
     import_bank(sessions, store, bank, "kept")
     before = media_files(store)
-    import app.banks as banks
+    import app.stimuli.importer as banks
 
     monkeypatch.setattr(banks, "_stimulus_rows", lambda b: (_ for _ in ()).throw(RuntimeError("x")))
     with pytest.raises(RuntimeError):
@@ -121,7 +121,7 @@ def test_a_set_in_use_cannot_be_deleted_and_an_unused_one_is_removed_with_its_me
 
 def test_cli_import_reports_problems_and_exit_code(settings: Settings, tmp_path: Path, monkeypatch, capsys) -> None:
     from app import cli
-    from app.settings import get_settings
+    from app.core.settings import get_settings
 
     monkeypatch.setenv("DATABASE_URL", settings.database_url)
     monkeypatch.setenv("MEDIA_ROOT", str(settings.media_dir))

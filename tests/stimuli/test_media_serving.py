@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from app.models import Stimulus
-from app.store import MediaStore
+from app.core.media_store import MediaStore
+from app.core.schema import Stimulus
 from tests.study import Study, build_study
 
 
@@ -64,7 +64,7 @@ def test_cached_media_skip_the_framework_with_the_same_answer(settings, tmp_path
     """The second request is answered by MediaFastPath (the route is never called) with the
     same bytes and headers as the first, security headers included; a range request still
     reaches the route."""
-    from app.routes import media
+    from app.stimuli import media
 
     study = build_study(settings, tmp_path)
     url, data = _media(study)

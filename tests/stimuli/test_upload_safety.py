@@ -1,7 +1,7 @@
 """Hostile bank archives, imported the way the admin upload imports them: every one is refused,
 and none leaves a row, a media file, or a file anywhere outside the upload's own temp space.
 
-tests/test_bank.py checks the reader's verdict on each kind of bad archive; these tests add the
+tests/stimuli/test_bank.py checks the reader's verdict on each kind of bad archive; these tests add the
 import (database + media store), archive tricks the reader tests do not cover (absolute and
 backslash paths, lying size headers, media of one type named as another, HTML disguised as an
 image) and the upload endpoint's handling of a hostile file name.
@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app.banks import import_bank
-from app.db import make_engine, make_sessionmaker
-from app.models import Stimulus, StimulusSet
-from app.settings import Settings
-from app.store import MediaStore
+from app.core.db import make_engine, make_sessionmaker
+from app.core.media_store import MediaStore
+from app.core.schema import Stimulus, StimulusSet
+from app.core.settings import Settings
+from app.stimuli.importer import import_bank
 from synthesis.bank import BankError
 from tests.factories import _wave, make_bank
 

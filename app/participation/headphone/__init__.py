@@ -1,0 +1,2 @@
+"""Headphone checks: the generated stimuli (:mod:`.signals`) and the trial sets, scoring, decision
+and saving (:mod:`.screening`)."""
