@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import hashlib
 import json
 import os
 import shutil
+import socket
 import stat
 import tempfile
+import time
+import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,6 +38,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from synthesis.media import MediaError, MediaInfo, media_kind_for, sniff
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 FORMAT = "metamer-bank/1"
 MANIFEST = "manifest.json"
@@ -564,12 +573,115 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
 # Writing
 
 
+LOCK = ".writer.lock"
+
+
+class BankBusy(BankError):
+    """Another process holds the bank folder's writer lock."""
+
+    def __init__(self, message: str) -> None:
+        self.problems = [message]
+        ValueError.__init__(self, message)
+
+
+@contextlib.contextmanager
+def writer_lock(root: str | os.PathLike[str], wait_s: float = 2.0) -> Iterator[Path]:
+    """Hold the writer lock of the bank folder ``root`` (created if missing); yields ``root``.
+
+    A writer keeps its manifest in memory and rewrites it whole, so two processes writing one
+    folder (two shards sent to one ``--out``, or a shard resubmitted while it still runs) would
+    each drop the other's entries. The second is refused with :class:`BankBusy`, naming the
+    holder, and writes nothing; it tries for ``wait_s`` seconds first, which rides out
+    :func:`lock_holder`'s momentary probes. The lock is ``flock`` on ``ROOT/.writer.lock``, which
+    the kernel releases however the holder ends (``scancel``, SIGKILL, out of memory), so there
+    is never a stale lock to remove. Linux NFS clients map it to POSIX locks, which the server
+    sees from every node. Where the filesystem has no locks at all the writer goes on unlocked,
+    with a warning. The lock file is not part of the bank: readers and merges ignore it.
+    """
+    folder = Path(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # not POSIX: no locks to take
+        yield folder
+        return
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        locked = _flock_within(fd, wait_s, folder)
+        if locked:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (_this_writer() + "\n").encode(), 0)
+        try:
+            yield folder
+        finally:
+            if locked:
+                os.ftruncate(fd, 0)  # still held here, so no reader names a writer that has finished
+    finally:
+        os.close(fd)
+
+
+def lock_holder(root: str | os.PathLike[str]) -> str | None:
+    """Who is writing the bank folder ``root`` right now (pid, host, Slurm task, since when), or
+    None. Only reads: a lock file left by a writer that was killed names nobody."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(Path(root) / LOCK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 1000, 0).decode("utf-8", "replace").strip() or "a writer that has just started"
+        except OSError:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _flock_within(fd: int, wait_s: float, folder: Path) -> bool:
+    """Take the exclusive lock on ``fd``, retrying for ``wait_s`` seconds; False where the
+    filesystem has no locks. Raises BankBusy naming the holder."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            holder = os.pread(fd, 1000, 0).decode("utf-8", "replace").strip() or "it has just started"
+            raise BankBusy(f"{folder} is being written by another process ({holder}). Two writers would lose each other's "
+                           "work, so this one stops and changes nothing: wait until that process has finished, or use "
+                           "another folder.") from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            warnings.warn(f"{folder}: this filesystem has no file locks ({exc.strerror}); nothing stops a second "
+                          "process from writing this bank at the same time", stacklevel=4)
+            return False
+
+
+def _this_writer() -> str:
+    """This process as a lock holder: pid, host, Slurm task, start time."""
+    who = f"pid {os.getpid()} on {socket.gethostname()}"
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        who += f", Slurm job {array}_{task}"
+    elif os.environ.get("SLURM_JOB_ID"):
+        who += f", Slurm job {os.environ['SLURM_JOB_ID']}"
+    return f"{who}, since {dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()}"
+
+
 class BankWriter:
     """Builds a bank folder file by file; :meth:`save` writes the manifest atomically.
 
     Media bytes are written as they are added, so a crash leaves files but no manifest entry for
     them; re-adding the same content is a no-op. The manifest is validated before it is written,
-    so a writer cannot produce a bank that the reader rejects.
+    so a writer cannot produce a bank that the reader rejects. One writer per folder: hold
+    :func:`writer_lock` while writing.
     """
 
     def __init__(
