@@ -4,25 +4,41 @@ Shards of one plan share their naturals, extras, models and null distributions (
 by every shard, deterministically) and differ in their metamers. Merging checks that the shards
 come from the same plan (same fingerprint), that shared entries agree, and that no metamer is
 claimed twice with different content; then it copies the files and validates the result with the
-bank reader.
+bank reader. A shard that another process is still writing is refused (see ``writer_lock``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from synthesis.bank import MANIFEST, BankError, BankWriter, open_bank
+from synthesis.bank import LOCK, MANIFEST, BankError, BankWriter, open_bank, writer_lock
 
 
 def merge_banks(out: str | Path, shards: Sequence[str | Path]) -> Path:
-    """Write the union of ``shards`` into the new folder ``out``; returns it. Raises BankError."""
+    """Write the union of ``shards`` into the new folder ``out``; returns it. Raises BankError, and
+    BankBusy when a shard is still being written (it would be merged half done) or another merge
+    writes ``out``. Each shard's writer lock is held while it is read, so none starts meanwhile."""
     if not shards:
         raise BankError(["no shard banks given"], "merge")
     outp = Path(out)
-    if outp.exists() and any(outp.iterdir()):
+    _check_empty(outp)
+    with contextlib.ExitStack() as held:
+        for folder in dict.fromkeys(Path(s).resolve() for s in shards):
+            if folder.is_dir() and os.access(folder, os.W_OK):  # a folder nobody may write has no writer
+                held.enter_context(writer_lock(folder))
+        return _merge(outp, shards, held)
+
+
+def _check_empty(outp: Path) -> None:
+    if outp.exists() and any(f.name != LOCK for f in outp.iterdir()):
         raise BankError([f"{outp} exists and is not empty"], "merge")
+
+
+def _merge(outp: Path, shards: Sequence[str | Path], held: contextlib.ExitStack) -> Path:
     problems: list[str] = []
     manifests = []
     for s in shards:
@@ -39,6 +55,8 @@ def merge_banks(out: str | Path, shards: Sequence[str | Path]) -> Path:
             problems.append(f"{path}: models differ from {first_path}")
     if problems:
         raise BankError(problems, "merge")
+    held.enter_context(writer_lock(outp))
+    _check_empty(outp)  # again, under the lock: another merge may have filled it meanwhile
     writer = BankWriter(outp, name=first.name, modality=first.modality, categories=list(first.categories), generator=first.generator,
                         models=list(first.models), created=first.created)
     owner: dict[str, tuple[Path, str]] = {}

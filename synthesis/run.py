@@ -29,6 +29,7 @@ import torch
 import synthesis
 from synthesis import criteria
 from synthesis.bank import (
+    LOCK,
     MANIFEST,
     BankError,
     BankWriter,
@@ -38,6 +39,7 @@ from synthesis.bank import (
     ModelInfo,
     NullSummary,
     Stimulus,
+    writer_lock,
 )
 from synthesis.features import FeatureExtractor, LayerError
 from synthesis.models.registry import LoadedModel, ModelError, load_model
@@ -219,7 +221,7 @@ def _open_writer(p: Prepared, out: Path) -> BankWriter:
             raise PlanError([f"{out} was built from a different plan, model or source set (fingerprint {str(old)[:12]}… ≠ {p.fingerprint[:12]}…); "
                              "write to a new --out folder"])
         return w
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(f.name != LOCK for f in out.iterdir()):
         raise PlanError([f"{out} exists, is not empty and holds no bank manifest; choose an empty or new folder"])
     generator = Generator(
         package="metamer-lab",
@@ -401,7 +403,14 @@ def run_plan(
         not_relu = [la for la in fe.layers if plan.synthesis.fake_relu and la not in fe.fake_relu_layers]
         if not_relu:
             say(f"note: {name}: layers {', '.join(not_relu)} are not ReLU outputs; the fake ReLU does not apply there")
-    outp = Path(out)
+    with writer_lock(out) as outp:  # one writer per bank folder
+        return _run_locked(p, outp, dev, say, t0, show_progress=show_progress, diagnostics=diagnostics, max_jobs=max_jobs)
+
+
+def _run_locked(p: Prepared, outp: Path, dev: torch.device, say: Callable[[str], None], t0: float, *, show_progress: bool,
+                diagnostics: bool | None, max_jobs: int | None) -> RunSummary:
+    """The writing part of :func:`run_plan`, under the bank folder's writer lock."""
+    plan = p.plan
     w = _open_writer(p, outp)
     _write_static(p, w)
     w.save()
