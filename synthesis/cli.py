@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--gpus", type=int, default=1)
     p.add_argument("--cpus", type=int, default=4)
     p.add_argument("--mem", default="32G")
-    p.add_argument("--setup", default="", help="shell line run first in each task (e.g. module load, conda activate)")
+    p.add_argument("--setup", action="append", default=[], help="shell line run first in each task (e.g. module load, "
+                   "source .venv/bin/activate); repeatable")
     p.add_argument("--script", type=Path, help="where to write the script (default: OUT/synth.sbatch)")
     p.set_defaults(func=_slurm)
 

@@ -60,3 +60,17 @@ def test_slurm_script_is_a_job_array_with_one_gpu_per_shard() -> None:
     assert "#SBATCH --partition=gpu" in text
     assert "synth run /p/plan.yaml --out /scratch/out/shard-$SLURM_ARRAY_TASK_ID --shard $SLURM_ARRAY_TASK_ID/4 --device cuda" in text
     assert "metamers synth merge /scratch/out/bank /scratch/out/shard-*" in text
+
+
+def test_slurm_script_runs_each_setup_line_then_gives_torch_the_tasks_cpus() -> None:
+    text = slurm_script("/p/plan.yaml", "/scratch/out", 2, gpus=0, cpus=3, setup=["module load cuda", "source /env/bin/activate"])
+    lines = text.splitlines()
+    run = next(i for i, line in enumerate(lines) if " synth run " in line)
+    assert lines.index("set -euo pipefail") < lines.index("module load cuda") < lines.index("source /env/bin/activate") < run
+    assert lines[run].endswith("--device cpu --threads ${SLURM_CPUS_PER_TASK:-3} --no-progress")
+    assert "--gres" not in text
+
+
+def test_slurm_script_refuses_an_output_folder_with_spaces() -> None:
+    with pytest.raises(ValueError, match="cannot hold a path with spaces"):
+        slurm_script("/p/plan.yaml", "/scratch/my runs", 2)
