@@ -4,6 +4,7 @@
 * ``check PLAN``                   check a plan completely without computing anything; list its jobs
 * ``run PLAN --out BANK``          run or resume a plan into a bank (``--shard i/N`` for one shard)
 * ``slurm PLAN --out DIR``         write a Slurm job-array script, one GPU per shard
+* ``progress DIR``                 which shards of that array finished; the sbatch line for the rest
 * ``merge OUT SHARD...``           merge shard banks into one bank
 * ``report BANK``                  pass rate per model and layer of a bank (no torch needed)
 """
@@ -57,6 +58,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    "source .venv/bin/activate); repeatable")
     p.add_argument("--script", type=Path, help="where to write the script (default: OUT/synth.sbatch)")
     p.set_defaults(func=_slurm)
+
+    p = synth_sub.add_parser("progress", help="which shards of a Slurm array have finished; how to resubmit the others")
+    p.add_argument("out", type=Path, help="the --out folder of `metamers synth slurm`")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_progress)
 
     p = synth_sub.add_parser("merge", help="merge shard banks of one plan into one bank")
     p.add_argument("out", type=Path)
@@ -178,13 +184,46 @@ def _slurm(args: argparse.Namespace) -> int:
                             cpus=args.cpus, mem=args.mem, setup=args.setup)
     except _input_errors() as exc:
         return _fail(exc)
+    from synthesis.shards import ArrayLayout, write_layout
+
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "logs").mkdir(exist_ok=True)
+    (args.out / "logs").mkdir(exist_ok=True)  # Slurm opens the task logs before the script runs
     script = args.script or (args.out / "synth.sbatch")
     script.write_text(text, encoding="utf-8")
+    write_layout(args.out, ArrayLayout(plan=str(args.plan.resolve()), shards=shards, script=str(script.resolve())))
     print(f"wrote {script} ({shards} array tasks). Submit: sbatch {script}")
+    print(f"watch: metamers synth progress {args.out}")
     print(f"then merge: metamers synth merge {args.out}/bank {args.out}/shard-*")
     return 0
+
+
+def _progress(args: argparse.Namespace) -> int:
+    """Exit status 0 when every shard has finished, 1 while some have not, 2 on errors."""
+    try:
+        from synthesis.shards import resubmit_command, shard_progress
+
+        layout, rows = shard_progress(args.out)
+    except _input_errors() as exc:
+        return _fail(exc)
+    rest = [r.index for r in rows if r.state in ("stopped", "not started")]
+    if args.json:
+        print(json.dumps({"plan": layout.plan, "shards": [{"shard": r.index, "folder": str(r.folder), "jobs_done": r.jobs_done,
+                          "jobs": r.jobs, "state": r.state, "writer": r.writer} for r in rows],
+                          "resubmit": resubmit_command(layout, rest) if rest else None}, indent=1))
+        return 0 if all(r.finished for r in rows) else 1
+    done, total = sum(r.jobs_done for r in rows), sum(r.jobs for r in rows)
+    print(f"{args.out}: {layout.shards} shards of {layout.plan}; {done} of {total} jobs finished")
+    print(f"{'shard':>5}  {'jobs':>9}  state")
+    for r in rows:
+        print(f"{r.index:>5}  {f'{r.jobs_done}/{r.jobs}':>9}  {r.state}" + (f" ({r.writer})" if r.writer else ""))
+    if all(r.finished for r in rows):
+        print(f"every shard has finished. Merge: metamers synth merge {args.out}/bank {args.out}/shard-*")
+        return 0
+    if rest:
+        print("Shards neither finished nor running (a task still pending in `squeue --me` is not started either).")
+        print("Resubmit only these; each skips the jobs it finished:")
+        print(f"  {resubmit_command(layout, rest)}")
+    return 1
 
 
 def _merge(args: argparse.Namespace) -> int:
