@@ -439,6 +439,7 @@ def _run_locked(p: Prepared, outp: Path, dev: torch.device, say: Callable[[str],
     tty = sys.stderr.isatty()
     overall = tqdm(total=total_metamers, desc="metamers", unit="metamer", disable=not show_progress, position=0, dynamic_ncols=True,
                    mininterval=0.5 if tty else 30.0)
+    finished = 0
     try:
         for job in pending:
             bar = tqdm(total=p.settings.max_steps, desc=job.id, unit="step", leave=False, disable=not (show_progress and tty), position=1,
@@ -453,9 +454,10 @@ def _run_locked(p: Prepared, outp: Path, dev: torch.device, say: Callable[[str],
             finally:
                 bar.close()
             w.save()
+            finished += len(job.metamer_ids())
             overall.update(len(job.metamer_ids()))
-            if not tty and show_progress:
-                say(f"finished {job.id} ({overall.n}/{total_metamers} metamers, {time.perf_counter() - t0:.0f} s)")
+            if not tty:  # a log (a Slurm task's, say): one line per job, with or without the bar
+                say(f"finished {job.id} ({finished}/{total_metamers} metamers, {time.perf_counter() - t0:.0f} s)")
     finally:
         overall.close()
     rates = criteria.pass_rates([(s.model or "", s.layer or "", bool(s.passed)) for s in w.stimuli.values() if s.kind == "metamer"])
