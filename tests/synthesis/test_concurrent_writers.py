@@ -4,7 +4,10 @@ the middle of its jobs, so the second always meets it."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,21 +24,30 @@ def synth(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, s
     return rc, capsys.readouterr().err
 
 
+@contextlib.contextmanager
+def stopped_mid_run(plan: Path, out: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Shard 0/2 of ``plan`` running into ``out`` in another process, held by SIGSTOP after its
+    first job (so it holds the writer lock); it goes on and must finish cleanly afterwards."""
+    log = out.parent / f"{out.name}.log"
+    proc = start("synth", "run", plan, "--out", out, "--shard", "0/2", "--threads", "1", "--no-progress", cwd=plan.parent, log=log)
+    try:
+        wait_until(lambda: metamers_in(out) > 0, 120, "the first job", proc)
+        proc.send_signal(signal.SIGSTOP)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        assert proc.wait(timeout=120) == 0, log.read_text()
+
+
 def test_a_second_writer_of_a_bank_being_written_is_refused_and_loses_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     plan = slow_plan(tmp_path, round_steps=100)
     bank = tmp_path / "bank"
-    first = start("synth", "run", plan, "--out", bank, "--shard", "0/2", "--threads", "1", "--no-progress", cwd=tmp_path, log=tmp_path / "first.log")
-    try:
-        wait_until(lambda: metamers_in(bank) > 0, 120, "the first shard's first job", first)
-        first.send_signal(signal.SIGSTOP)
+    with stopped_mid_run(plan, bank) as first:
         before = files(bank)
         rc, err = synth(capsys, "run", plan, "--out", bank, "--shard", "1/2", "--no-progress")
         assert rc == 2
         assert f"is being written by another process (pid {first.pid} on " in err
         assert files(bank) == before
-    finally:
-        first.send_signal(signal.SIGCONT)
-        assert first.wait(timeout=120) == 0, (tmp_path / "first.log").read_text()
     # Once the first has finished, the second shard goes into the same folder, and the folder
     # holds exactly the bank of one unsharded run.
     assert synth(capsys, "run", plan, "--out", bank, "--shard", "1/2", "--no-progress")[0] == 0
@@ -46,16 +58,10 @@ def test_a_second_writer_of_a_bank_being_written_is_refused_and_loses_nothing(tm
 def test_merge_refuses_a_shard_that_is_still_being_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     plan = slow_plan(tmp_path, round_steps=100)
     shard = tmp_path / "shard-0"
-    run = start("synth", "run", plan, "--out", shard, "--shard", "0/2", "--threads", "1", "--no-progress", cwd=tmp_path, log=tmp_path / "run.log")
-    try:
-        wait_until(lambda: metamers_in(shard) > 0, 120, "the shard's first job", run)
-        run.send_signal(signal.SIGSTOP)
+    with stopped_mid_run(plan, shard) as run:
         rc, err = synth(capsys, "merge", tmp_path / "bank", shard)
         assert rc == 2
         assert f"shard-0 is being written by another process (pid {run.pid} on " in err
         assert not (tmp_path / "bank").exists()
-    finally:
-        run.send_signal(signal.SIGCONT)
-        assert run.wait(timeout=120) == 0, (tmp_path / "run.log").read_text()
     assert synth(capsys, "merge", tmp_path / "bank", shard)[0] == 0
     assert metamers_in(tmp_path / "bank") == metamers_in(shard) == 6
