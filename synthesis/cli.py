@@ -217,7 +217,7 @@ def _progress(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r.index:>5}  {f'{r.jobs_done}/{r.jobs}':>9}  {r.state}" + (f" ({r.writer})" if r.writer else ""))
     if all(r.finished for r in rows):
-        print(f"every shard has finished. Merge: metamers synth merge {args.out}/bank {args.out}/shard-*")
+        print(f"Every shard has finished. Merge them: metamers synth merge {args.out}/bank {args.out}/shard-*")
         return 0
     if rest:
         print("Shards neither finished nor running (a task still pending in `squeue --me` is not started either).")

@@ -64,7 +64,7 @@ def test_when_every_shard_has_finished_progress_gives_the_merge_command(array: P
         assert synth(capsys, "run", plan, "--out", array / f"shard-{i}", "--shard", f"{i}/3", "--no-progress")[0] == 0
     rc, out, _ = synth(capsys, "progress", array)
     assert rc == 0
-    assert out.splitlines()[-1] == f"every shard has finished. Merge: metamers synth merge {array}/bank {array}/shard-*"
+    assert out.splitlines()[-1] == f"Every shard has finished. Merge them: metamers synth merge {array}/bank {array}/shard-*"
 
 
 def test_progress_of_a_folder_that_holds_no_array_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
