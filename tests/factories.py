@@ -47,6 +47,7 @@ def make_bank(
     labels: list[str] | None = None,
     sources_per_label: int = 2,
     model: str = "tiny",
+    extra_models: tuple[str, ...] = (),
     layers: tuple[str, ...] = ("conv1", "conv2", "fc"),
     failed: set[tuple[int, str]] | frozenset = frozenset(),
     practice_per_label: int = 1,
@@ -59,6 +60,8 @@ def make_bank(
 
     ``failed`` names (source index, layer) pairs whose metamer fails its validity check.
     ``seed`` offsets the media content, so two banks with different seeds share no files.
+    ``extra_models`` are further models with the same layers (say, a robust version of ``model``),
+    each with its own metamers of every source.
     Sources are ``src-000``, ``src-001``… with labels cycling through ``labels``.
     """
     labels = labels or (DIGITS[:4] if modality == "image" else WORDS)
@@ -73,13 +76,14 @@ def make_bank(
         generator=Generator(package="tests", version="0", settings={"steps": 10}, seed=1),
         models=[
             ModelInfo(
-                name=model,
-                checkpoint_sha256=hashlib.sha256(model.encode()).hexdigest(),
+                name=m,
+                checkpoint_sha256=hashlib.sha256(m.encode()).hexdigest(),
                 layers=list(layers),
                 input=InputSpec(kind="image", shape=[1, 16, 16], range=(0.0, 1.0))
                 if modality == "image"
                 else InputSpec(kind="audio", sample_rate=8000, samples=2000, range=(-1.0, 1.0)),
             )
+            for m in (model, *extra_models)
         ],
     )
     cats = []
@@ -91,8 +95,9 @@ def make_bank(
         else:
             cats.append(Category(id=lab, label=lab.capitalize()))
     writer.categories = cats
-    for j, layer in enumerate(layers):
-        writer.set_null(model, layer, NullSummary(n_pairs=100, spearman=_quantiles(0.5), pearson=_quantiles(0.5), snr_db=_quantiles(3.0)))
+    for m in (model, *extra_models):
+        for layer in layers:
+            writer.set_null(m, layer, NullSummary(n_pairs=100, spearman=_quantiles(0.5), pearson=_quantiles(0.5), snr_db=_quantiles(3.0)))
     n_sources = sources_per_label * len(labels)
     for s in range(n_sources):
         lab = labels[s % len(labels)]
@@ -101,35 +106,36 @@ def make_bank(
         writer.add_stimulus(
             Stimulus(id=sid, kind="natural", label=lab, file=f"natural/{sid}{ext}", sha256="0" * 64), media(seed)
         )
-        for li, layer in enumerate(layers):
-            seed += 1
-            ok = (s, layer) not in failed
-            writer.add_stimulus(
-                Stimulus(
-                    id=f"{sid}/{model}/{layer}",
-                    kind="metamer",
-                    source=sid,
-                    label=lab,
-                    file=f"metamers/{model}/{layer}/{sid}{ext}",
-                    sha256="0" * 64,
-                    model=model,
-                    layer=layer,
-                    layer_index=li,
-                    metrics=Metrics(
-                        loss=0.01 * (li + 1),
-                        spearman=0.9 if ok else 0.1,
-                        pearson=0.9,
-                        snr_db=20.0,
-                        pred_metamer=lab if ok else labels[(s + 1) % len(labels)],
-                        pred_natural=lab,
-                        steps=10,
-                        seed=s,
+        for m in (model, *extra_models):
+            for li, layer in enumerate(layers):
+                seed += 1
+                ok = (s, layer) not in failed
+                writer.add_stimulus(
+                    Stimulus(
+                        id=f"{sid}/{m}/{layer}",
+                        kind="metamer",
+                        source=sid,
+                        label=lab,
+                        file=f"metamers/{m}/{layer}/{sid}{ext}",
+                        sha256="0" * 64,
+                        model=m,
+                        layer=layer,
+                        layer_index=li,
+                        metrics=Metrics(
+                            loss=0.01 * (li + 1),
+                            spearman=0.9 if ok else 0.1,
+                            pearson=0.9,
+                            snr_db=20.0,
+                            pred_metamer=lab if ok else labels[(s + 1) % len(labels)],
+                            pred_natural=lab,
+                            steps=10,
+                            seed=s,
+                        ),
+                        passed=ok,
+                        fail_reasons=[] if ok else ["prediction differs from the natural signal's"],
                     ),
-                    passed=ok,
-                    fail_reasons=[] if ok else ["prediction differs from the natural signal's"],
-                ),
-                media(seed),
-            )
+                    media(seed),
+                )
     for kind, per in (("practice", practice_per_label), ("catch", catch_per_label)):
         for r in range(per):
             for lab in labels:

@@ -24,7 +24,9 @@ from app.experiments.service import create_experiment, set_status, spec_of, upda
 from app.experiments.spec import NATURAL, ExperimentSpec, SpecError, parse_spec
 from app.participation.preview import discard_previews, start_preview
 from app.results.monitoring import STATUSES, monitor
+from app.results.analysis import SEM_CONVENTIONS
 from app.results.options import FILES
+from app.results.stats import SCHEMES
 
 router = APIRouter()
 
@@ -228,6 +230,8 @@ def overview(request: Request, exp_id: int, admin: AdminContext = Depends(admin_
         urls=study_urls(rt.settings.base_url, exp.slug, spec.platform),
         previews=previews,
         files=FILES,
+        schemes=SCHEMES.values(),
+        sem_conventions=SEM_CONVENTIONS,
         done=DONE.get(request.query_params.get("done", "")),
         sets=exp.stimulus_sets,
     )

@@ -15,12 +15,13 @@ from app.admin.guard import AdminContext, admin_guard
 from app.core.runtime import Runtime, runtime
 from app.core.schema import Experiment
 from app.results import stats
-from app.results.accuracy import accuracy_dicts, analyse, figure_bytes, stats_dicts, stats_rows, stats_text
-from app.results.analysis import ACCURACY_COLUMNS
+from app.results.accuracy import accuracy_dicts, analyse, figure_bytes
+from app.results.analysis import ACCURACY_COLUMNS, SEM_DDOF
 from app.results.bundle import bundle_entries, zip_stream
 from app.results.csv_format import csv_chunks
 from app.results.options import FILES, ExportOptions
 from app.results.pseudonyms import pseudonymizer
+from app.results.stats_report import compute_stats, stats_dicts, stats_text
 from app.results.tables import EXCLUSION_COLUMNS, PARTICIPANT_COLUMNS, SCREENING_COLUMNS, TRIAL_COLUMNS, exclusion_rows, participant_rows, screening_rows, trial_rows
 
 router = APIRouter()
@@ -37,12 +38,16 @@ async def export(
     all_trials: bool = False,
     permutations: int = Query(stats.DEFAULT_PERMUTATIONS, ge=100, le=100_000),
     seed: int = Query(0, ge=0, le=2**31),
+    scheme: str = Query(stats.DEFAULT_SCHEME, description="human-vs-model statistics: one of app.results.stats.SCHEMES"),
+    sem_ddof: int = Query(SEM_DDOF, ge=0, le=1, description="SEM: 0 population SD (the paper's), 1 sample SD"),
     admin: AdminContext = Depends(admin_guard),
     rt: Runtime = Depends(runtime),
 ) -> Response:
     if file not in FILES and file != "bundle.zip":
         raise HTTPException(status_code=404, detail=f"unknown export {file!r}")
-    options = ExportOptions(pseudonymize=pseudonymize, include_unanswered=all_trials, n_permutations=permutations, seed=seed)
+    if scheme not in stats.SCHEMES:
+        raise HTTPException(status_code=422, detail=f"unknown statistics scheme {scheme!r}; choose from {', '.join(stats.SCHEMES)}")
+    options = ExportOptions(pseudonymize=pseudonymize, include_unanswered=all_trials, n_permutations=permutations, seed=seed, scheme=scheme, sem_ddof=sem_ddof)
 
     def load(record: bool) -> Experiment:
         with rt.sessions() as s:
@@ -50,7 +55,7 @@ async def export(
             if exp is None:
                 raise HTTPException(status_code=404, detail="no such experiment")
             if record:  # downloads are audited; the figure shown on the experiment page is not
-                audit(s, admin.user(s), "export", f"experiment:{exp.id}", file=file, pseudonymize=pseudonymize, all_trials=all_trials)
+                audit(s, admin.user(s), "export", f"experiment:{exp.id}", file=file, pseudonymize=pseudonymize, all_trials=all_trials, scheme=scheme, sem_ddof=sem_ddof)
                 s.commit()
             s.expunge(exp)
             return exp
@@ -83,10 +88,10 @@ async def export(
             return b"".join(csv_chunks(ACCURACY_COLUMNS, accuracy_dicts(result)))
         if file in ("accuracy_by_layer.svg", "accuracy_by_layer.png"):
             return figure_bytes(result, exp, ext)
-        rows = stats_rows(result, options)
+        report = compute_stats(result, options)
         if file == "stats.csv":
-            return b"".join(csv_chunks(stats.STATS_COLUMNS, stats_dicts(rows)))
-        return stats_text(result, rows, options).encode()
+            return b"".join(csv_chunks(stats.STATS_COLUMNS, stats_dicts(report.rows)))
+        return stats_text(result, report, options).encode()
 
     body = await run_in_threadpool(compute)
     if inline:

@@ -1,9 +1,11 @@
-"""Accuracy by condition, as in Feather et al. (REFERENCE §4, Analysis). Pure functions: no web, no DB.
+"""Accuracy by condition, as in Feather et al. (2023). Pure functions: no web, no DB.
 
 The unit of analysis is the *participant*: each participant's proportion correct per condition is
 computed first, and the table reports the mean of those proportions across participants, the SEM
-across participants (sample SD with ddof=1 over sqrt(n)), and a percentile bootstrap 95% CI that
-resamples participants (seeded, so an export is reproducible).
+across participants, and a percentile bootstrap 95% CI that resamples participants (seeded, so an
+export is reproducible). The SEM is SD / sqrt(n) with the population SD (ddof 0) by default, as
+in the paper's figures; ``sem_ddof=1`` gives the sample SD instead (the column ``sem_ddof`` of
+accuracy_by_layer.csv says which was used).
 
 Decisions (documented in ``docs/admin-and-exports.md``):
 
@@ -37,12 +39,19 @@ REASONS = ("incomplete", "failed_gate", "failed_headphone", "failed_attention", 
 # ------------------------------------------------------------------------------ summaries
 
 
-def sem(values: Sequence[float]) -> float:
-    """Standard error of the mean: SD (ddof=1) / sqrt(n). NaN for fewer than two values."""
+SEM_DDOF = 0  # the paper's convention: population SD over sqrt(n)
+SEM_CONVENTIONS = {0: "population SD (ddof 0) / sqrt(n)", 1: "sample SD (ddof 1) / sqrt(n)"}
+
+
+def sem(values: Sequence[float], ddof: int = SEM_DDOF) -> float:
+    """Standard error of the mean: SD (with ``ddof``) / sqrt(n). NaN for fewer than two values
+    (one participant says nothing about the spread)."""
+    if ddof not in SEM_CONVENTIONS:
+        raise ValueError(f"sem ddof must be 0 or 1, not {ddof!r}")
     n = len(values)
     if n < 2:
         return math.nan
-    return float(np.std(np.asarray(values, dtype=float), ddof=1) / math.sqrt(n))
+    return float(np.std(np.asarray(values, dtype=float), ddof=ddof) / math.sqrt(n))
 
 
 def bootstrap_ci(values: Sequence[float], *, n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
@@ -244,6 +253,7 @@ class AccuracyRow:
     model_yoked_sem: float
     chance: float
     n_categories: int
+    sem_ddof: int  # the SEM convention of human_sem and model_yoked_sem (0: population SD, 1: sample SD)
 
 
 ACCURACY_COLUMNS = list(AccuracyRow.__dataclass_fields__)
@@ -273,6 +283,7 @@ def accuracy_table(
     n_categories: int,
     n_boot: int = 10_000,
     seed: int = 0,
+    sem_ddof: int = SEM_DDOF,
 ) -> list[AccuracyRow]:
     rows: list[AccuracyRow] = []
     for lv in levels:
@@ -295,27 +306,50 @@ def accuracy_table(
                 n_trials=sum(c.n for c in cells),
                 n_swapped=sum(c.swapped for c in cells),
                 human_mean=float(np.mean(vals)) if vals else math.nan,
-                human_sem=sem(vals),
+                human_sem=sem(vals, sem_ddof),
                 human_ci_low=lo,
                 human_ci_high=hi,
                 model_accuracy=model_acc,
                 model_n_stimuli=n_stim,
                 model_yoked_mean=float(np.mean(yvals)) if yvals else math.nan,
-                model_yoked_sem=sem(yvals),
+                model_yoked_sem=sem(yvals, sem_ddof),
                 chance=1.0 / n_categories if n_categories else math.nan,
                 n_categories=n_categories,
+                sem_ddof=sem_ddof,
             )
         )
     return rows
 
 
-def paired_matrix(tally: AccuracyTally, levels: Sequence[Level], included: set[str], model: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Human and yoked-model accuracies of ``model``'s levels for the participants who have a
-    value at every level: (participants, human[n, L], model[n, L]). Used by the statistics."""
-    mine = [lv for lv in levels if lv.model == model]
-    human = [per_participant(tally, lv.condition, included) for lv in mine]
-    yoked = [per_participant(tally, lv.condition, included, model) for lv in mine]
-    people = sorted(set.intersection(*(set(h) & set(y) for h, y in zip(human, yoked)))) if mine else []
-    h = np.array([[hm[p] for hm in human] for p in people], dtype=float).reshape(len(people), len(mine))
-    m = np.array([[ym[p] for ym in yoked] for p in people], dtype=float).reshape(len(people), len(mine))
-    return people, h, m
+def _complete(columns: Sequence[Mapping[str, float]]) -> tuple[list[str], list[str]]:
+    """(participants with a value in every column, participants with a value in some column)."""
+    if not columns:
+        return [], []
+    keys = [set(c) for c in columns]
+    return sorted(set.intersection(*keys)), sorted(set.union(*keys))
+
+
+def paired_matrix(tally: AccuracyTally, levels: Sequence[Level], included: set[str], model: str) -> tuple[list[str], np.ndarray, np.ndarray, int]:
+    """Human and yoked-model accuracies at ``levels`` (of ``model``) for the participants who have
+    both values at every level: (participants, human[n, L], model[n, L], number of participants
+    left out for lacking some value). Used by the human-vs-model statistics."""
+    human = [per_participant(tally, lv.condition, included) for lv in levels]
+    yoked = [per_participant(tally, lv.condition, included, model) for lv in levels]
+    people, anyone = _complete(human + yoked)
+    h = np.array([[hm[p] for hm in human] for p in people], dtype=float).reshape(len(people), len(levels))
+    m = np.array([[ym[p] for ym in yoked] for p in people], dtype=float).reshape(len(people), len(levels))
+    return people, h, m, len(anyone) - len(people)
+
+
+def human_matrix(tally: AccuracyTally, conditions: Sequence[Sequence[str]], included: set[str]) -> tuple[list[str], np.ndarray, int]:
+    """Human accuracies for the human-only statistics: ``conditions`` is a table of condition
+    keys (rows: levels; columns: models; the natural condition may repeat across a row). Returns
+    (participants with a value in every condition, array[n, levels, models], participants left out
+    for lacking some value)."""
+    needed = sorted({c for row in conditions for c in row})
+    by_condition = {c: per_participant(tally, c, included) for c in needed}
+    people, anyone = _complete([by_condition[c] for c in needed])
+    n_lev = len(conditions)
+    n_mod = len(conditions[0]) if conditions else 0
+    y = np.array([[[by_condition[c][p] for c in row] for row in conditions] for p in people], dtype=float).reshape(len(people), n_lev, n_mod)
+    return people, y, len(anyone) - len(people)

@@ -10,11 +10,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.schema import Experiment
 from app.results import stats
-from app.results.accuracy import Analysis, accuracy_dicts, analyse, figure_bytes, stats_dicts, stats_rows, stats_text
+from app.results.accuracy import Analysis, accuracy_dicts, analyse, figure_bytes
 from app.results.analysis import ACCURACY_COLUMNS
 from app.results.csv_format import csv_chunks
 from app.results.options import ExportOptions
 from app.results.pseudonyms import pseudonymizer
+from app.results.stats_report import StatsReport, compute_stats, stats_dicts, stats_text
 from app.results.summaries import Exclusions, exclusions
 from app.results.tables import EXCLUSION_COLUMNS, PARTICIPANT_COLUMNS, SCREENING_COLUMNS, TRIAL_COLUMNS, exclusion_rows, participant_rows, screening_rows, trial_rows
 
@@ -82,9 +83,9 @@ def bundle_entries(
             state["result"] = analyse(factory, exp, options, excl())
         return state["result"]  # type: ignore[no-any-return]
 
-    def srows() -> list[stats.StatsRow]:
+    def report() -> StatsReport:
         if "stats" not in state:
-            state["stats"] = stats_rows(result(), options)
+            state["stats"] = compute_stats(result(), options)
         return state["stats"]  # type: ignore[no-any-return]
 
     return [
@@ -95,6 +96,6 @@ def bundle_entries(
         ("accuracy_by_layer.csv", lambda: csv_chunks(ACCURACY_COLUMNS, accuracy_dicts(result()))),
         ("accuracy_by_layer.svg", lambda: [figure_bytes(result(), exp, "svg")]),
         ("accuracy_by_layer.png", lambda: [figure_bytes(result(), exp, "png")]),
-        ("stats.csv", lambda: csv_chunks(stats.STATS_COLUMNS, stats_dicts(srows()))),
-        ("stats.txt", lambda: [stats_text(result(), srows(), options).encode()]),
+        ("stats.csv", lambda: csv_chunks(stats.STATS_COLUMNS, stats_dicts(report().rows))),
+        ("stats.txt", lambda: [stats_text(result(), report(), options).encode()]),
     ]

@@ -28,11 +28,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.schema import Experiment
 from app.results import stats
-from app.results.accuracy import accuracy_dicts, analyse, figure_bytes, stats_dicts, stats_rows, stats_text
+from app.results.accuracy import accuracy_dicts, analyse, figure_bytes
 from app.results.analysis import ACCURACY_COLUMNS
 from app.results.csv_format import write_csv
 from app.results.options import FILES, ExportOptions
 from app.results.pseudonyms import pseudonymizer
+from app.results.stats_report import compute_stats, stats_dicts, stats_text
 from app.results.summaries import exclusions
 from app.results.tables import EXCLUSION_COLUMNS, PARTICIPANT_COLUMNS, SCREENING_COLUMNS, TRIAL_COLUMNS, exclusion_rows, participant_rows, screening_rows, trial_rows
 
@@ -77,9 +78,9 @@ def write_export(
             if f"accuracy_by_layer.{fmt}" in wanted:
                 out(f"accuracy_by_layer.{fmt}").write_bytes(figure_bytes(result, exp, fmt))
         if wanted & {"stats.csv", "stats.txt"}:
-            srows = stats_rows(result, options)
+            report = compute_stats(result, options)
             if "stats.csv" in wanted:
-                write_csv(out("stats.csv"), stats.STATS_COLUMNS, stats_dicts(srows))
+                write_csv(out("stats.csv"), stats.STATS_COLUMNS, stats_dicts(report.rows))
             if "stats.txt" in wanted:
-                out("stats.txt").write_text(stats_text(result, srows, options))
+                out("stats.txt").write_text(stats_text(result, report, options), encoding="utf-8")
     return written

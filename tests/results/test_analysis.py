@@ -14,6 +14,7 @@ from app.results.analysis import (
     accuracy_table,
     bootstrap_ci,
     exclusion_reasons,
+    human_matrix,
     layout,
     paired_matrix,
     row_seed,
@@ -21,11 +22,20 @@ from app.results.analysis import (
 )
 
 
-def test_sem_is_the_sample_sd_over_root_n() -> None:
-    assert sem([1.0, 1.0, 0.5]) == pytest.approx(1 / 6)
-    assert sem([1.0, 0.0, 0.0]) == pytest.approx(1 / 3)
-    assert sem([0.2, 0.4]) == pytest.approx(0.1)
+def test_sem_is_the_population_sd_over_root_n_by_default_as_in_the_paper() -> None:
+    # (1, 1, .5): squared deviations from 5/6 sum to 1/6; population variance 1/18; SEM sqrt(1/18 / 3).
+    assert sem([1.0, 1.0, 0.5]) == pytest.approx(math.sqrt(1 / 54))
+    assert sem([1.0, 0.0, 0.0]) == pytest.approx(math.sqrt(2 / 27))
+    assert sem([0.2, 0.4]) == pytest.approx(0.1 / math.sqrt(2))
     assert math.isnan(sem([0.7])) and math.isnan(sem([]))
+
+
+def test_sem_with_the_sample_sd_on_request() -> None:
+    assert sem([1.0, 1.0, 0.5], ddof=1) == pytest.approx(1 / 6)
+    assert sem([1.0, 0.0, 0.0], ddof=1) == pytest.approx(1 / 3)
+    assert sem([0.2, 0.4], ddof=1) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="ddof"):
+        sem([0.2, 0.4], ddof=2)
 
 
 def test_bootstrap_ci_of_three_values_takes_the_hand_computed_limits() -> None:
@@ -127,7 +137,8 @@ def test_the_accuracy_table_averages_participants_not_trials() -> None:
     nat = rows[0]
     assert (nat.condition, nat.n_participants, nat.n_trials) == ("natural", 2, 5)
     assert nat.human_mean == pytest.approx((0.75 + 1.0) / 2)
-    assert nat.human_sem == pytest.approx(0.125)
+    assert nat.human_sem == pytest.approx(0.125 / math.sqrt(2))  # population SD of (.75, 1) is .125
+    assert nat.sem_ddof == 0
     assert nat.model_yoked_mean == pytest.approx((1.0 + 0.0) / 2)
     assert nat.chance == pytest.approx(1 / 16)
     empty = rows[1]
@@ -139,6 +150,20 @@ def test_paired_matrix_keeps_only_observers_with_every_level() -> None:
     for p in ("p1", "p2"):
         t.add(p, "m/a", True, model_correct={"m": True})
     t.add("p1", "m/b", False, model_correct={"m": True})
-    people, h, m = paired_matrix(t, layout(["m/a", "m/b"], {"m": ["a", "b"]}), {"p1", "p2"}, "m")
-    assert people == ["p1"]
+    people, h, m, dropped = paired_matrix(t, layout(["m/a", "m/b"], {"m": ["a", "b"]}), {"p1", "p2"}, "m")
+    assert people == ["p1"] and dropped == 1
     assert h.tolist() == [[1.0, 0.0]] and m.tolist() == [[1.0, 1.0]]
+
+
+def test_human_matrix_puts_the_shared_natural_condition_in_every_model_column() -> None:
+    t = AccuracyTally()
+    for p, ok in (("p1", True), ("p2", False), ("p3", True)):
+        t.add(p, "natural", ok)
+        t.add(p, "a/x", not ok)
+        t.add(p, "b/x", True)
+    t.add("p4", "natural", True)  # no metamer trial: left out
+    people, y, dropped = human_matrix(t, [["natural", "natural"], ["a/x", "b/x"]], {"p1", "p2", "p3", "p4"})
+    assert people == ["p1", "p2", "p3"] and dropped == 1
+    assert y.shape == (3, 2, 2)
+    assert y[:, 0, :].tolist() == [[1.0, 1.0], [0.0, 0.0], [1.0, 1.0]]
+    assert y[:, 1, :].tolist() == [[0.0, 1.0], [1.0, 1.0], [0.0, 1.0]]

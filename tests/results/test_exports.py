@@ -11,12 +11,15 @@ Included participants and how many of their (non-swapped) trials in each conditi
     B: natural 2/2, conv1 1/2, conv2 none, fc 0/2   (swapped trials answered right)
     C: natural 1/2, conv1 1/2, conv2 none, fc 1/2   (swapped trials answered right)
 
-so, across participants (mean, SEM = SD/sqrt(3), percentile bootstrap 95% CI over 3 values):
+so, across participants (mean, SEM = sample SD / sqrt(3), percentile bootstrap 95% CI over 3 values):
 
     natural (1, 1, .5)  mean 5/6  SEM 1/6  CI [.5, 1]
     conv1   (1, .5, .5) mean 2/3  SEM 1/6  CI [.5, 1]
     conv2   (1, 0, 0)   mean 1/3  SEM 1/3  CI [0, 1]
     fc      (0, 0, .5)  mean 1/6  SEM 1/6  CI [0, .5]
+
+The exports' default SEM uses the population SD, as the paper's figures do: for 3 values that is
+the sample SEM times sqrt(2/3).
 
 (For 3 values the bootstrap means take 4 values; e.g. for conv2 P(mean = 1) = 1/27 < 2.5% and
 P(mean >= 2/3) = 7/27 > 2.5%, so the upper limit is 1; P(mean = 0) = 8/27 > 2.5%, so the lower is 0.)
@@ -59,7 +62,7 @@ POLICY = {
     "B": {"natural": 2, "tiny/conv1": 1, "tiny/conv2": "none", "tiny/fc": 0},
     "C": {"natural": 1, "tiny/conv1": 1, "tiny/conv2": "none", "tiny/fc": 1},
 }
-EXPECTED = {  # condition: (mean, sem, ci_low, ci_high)
+EXPECTED = {  # condition: (mean, sample-SD sem, ci_low, ci_high)
     "natural": (5 / 6, 1 / 6, 0.5, 1.0),
     "tiny/conv1": (2 / 3, 1 / 6, 0.5, 1.0),
     "tiny/conv2": (1 / 3, 1 / 3, 0.0, 1.0),
@@ -177,11 +180,20 @@ def test_accuracy_by_layer_matches_the_hand_computed_values(study: Study) -> Non
         row = acc.loc[cond]
         assert row["n_participants"] == 3, cond
         assert row["human_mean"] == pytest.approx(mean), cond
-        assert row["human_sem"] == pytest.approx(sem), cond
+        assert row["human_sem"] == pytest.approx(sem * math.sqrt(2 / 3)), cond
         assert (row["human_ci_low"], row["human_ci_high"]) == (pytest.approx(lo), pytest.approx(hi)), cond
         assert row["chance"] == pytest.approx(1 / 4) and row["n_categories"] == 4
     assert acc.loc["natural", "layer_index"] != acc.loc["natural", "layer_index"]  # NaN: natural has no depth
     assert list(acc.loc[["tiny/conv1", "tiny/conv2", "tiny/fc"], "layer_index"]) == [0, 1, 2]
+
+
+def test_the_sem_convention_is_settable_and_named_in_the_table(study: Study) -> None:
+    paper = frame(study, "accuracy_by_layer.csv").set_index("condition")
+    sample = frame(study, "accuracy_by_layer.csv", sem_ddof=1).set_index("condition")
+    assert (paper["sem_ddof"] == 0).all() and (sample["sem_ddof"] == 1).all()
+    for cond, (mean, sem, _, _) in EXPECTED.items():
+        assert sample.loc[cond, "human_sem"] == pytest.approx(sem), cond
+        assert sample.loc[cond, "human_mean"] == pytest.approx(mean), cond
 
 
 def test_swapped_trials_are_flagged_and_left_out_of_the_accuracies(study: Study) -> None:
@@ -299,16 +311,83 @@ def test_the_figure_is_a_valid_svg_and_png(study: Study) -> None:
     img.verify()
 
 
-def test_stats_csv_reports_the_mixed_anova_and_per_layer_tests(study: Study) -> None:
+def _observer_matrix(study: Study, levels: list[str]) -> tuple[list[list[float]], list[list[float]]]:
+    """Human and yoked-model proportions correct per included participant, computed from
+    trials.csv alone (an independent route from the database rows to the statistics' input)."""
+    trials = frame(study, "trials.csv")
+    main = trials[~trials["excluded"] & (trials["phase"] == "main") & ~trials["swapped"]]
+    human = main.pivot_table(index="participant", columns="condition", values="correct", aggfunc="mean")
+    model = main.pivot_table(index="participant", columns="condition", values="model_correct", aggfunc="mean")
+    return human[levels].values.tolist(), model[levels].values.tolist()
+
+
+def test_stats_csv_runs_the_paper_analysis_with_natural_as_a_level(study: Study) -> None:
     st = frame(study, "stats.csv")
     anova = st[st["analysis"] == "mixed_anova"].set_index("effect")
-    assert set(anova.index) == {"observer", "layer", "observer:layer"}
+    assert list(anova.index) == ["observer", "layer", "observer:layer"]
+    assert (anova["scheme"] == "feather2023").all() and (anova["levels"] == "natural;conv1;conv2;fc").all()
     assert (anova["n_observers"] == 3).all() and (anova["n_permutations"] == 500).all()
-    assert (anova.loc["observer", ["df1", "df2"]] == [1, 4]).all()
+    # 3 participants + 3 yoked model observers, 4 levels: df (1, 4) and (3, 12).
+    assert anova[["df1", "df2"]].values.tolist() == [[1, 4], [3, 12], [3, 12]]
+    assert (anova["p_formula"] == "#{F* >= F} / N, floored at 1/N").all()
+    assert ((anova["p_value"] * 500).round(6) % 1 == 0).all() and (anova["p_value"] >= 1 / 500).all()
+    eta = anova["value"] * anova["df1"] / (anova["value"] * anova["df1"] + anova["df2"])
+    assert anova["partial_eta_sq"].values == pytest.approx(eta.values)
+    # The same F, df and partial eta squared from pingouin on the accuracies in trials.csv.
+    pg = pytest.importorskip("pingouin")
+    human, model = _observer_matrix(study, list(EXPECTED))
+    long = pd.DataFrame(
+        [{"obs": f"{g}{i}", "group": g, "level": j, "acc": v} for g, m in (("h", human), ("m", model)) for i, row in enumerate(m) for j, v in enumerate(row)]
+    )
+    ref = pg.mixed_anova(long, dv="acc", within="level", subject="obs", between="group", correction=False, effsize="np2").set_index("Source")
+    for effect, source in (("observer", "group"), ("layer", "level"), ("observer:layer", "Interaction")):
+        assert anova.loc[effect, "value"] == pytest.approx(ref.loc[source, "F"], rel=1e-9), effect
+        assert anova.loc[effect, "partial_eta_sq"] == pytest.approx(ref.loc[source, "np2"], rel=1e-9), effect
     paired = st[st["analysis"] == "paired_by_layer"]
-    assert list(paired["effect"]) == ["conv1", "conv2", "fc"]
+    assert list(paired["effect"]) == ["natural", "conv1", "conv2", "fc"]
     assert ((paired["p_value"] > 0) & (paired["p_value"] <= 1)).all()
-    assert "permutation" in download(study, "stats.txt").decode()
+    (layer,) = st[st["analysis"] == "rm_anova_layer"].itertuples()
+    assert (layer.effect, layer.df1, layer.df2, layer.levels) == ("layer", 3, 6, "natural;conv1;conv2;fc")
+    assert layer.value == pytest.approx(pg.rm_anova(long[long["group"] == "h"], dv="acc", within="level", subject="obs", correction=False)["F"].iloc[0])
+    assert "rm_anova_models" not in set(st["analysis"])  # one model: nothing to compare
+
+
+def test_the_earlier_centred_scheme_is_a_named_option(study: Study) -> None:
+    st = frame(study, "stats.csv", scheme="centred")
+    anova = st[st["analysis"] == "mixed_anova"].set_index("effect")
+    assert (anova["scheme"] == "centred").all() and (anova["levels"] == "conv1;conv2;fc").all()
+    assert anova[["df1", "df2"]].values.tolist() == [[1, 4], [2, 8], [2, 8]]
+    assert (anova["p_formula"] == "(1 + #{F* >= F}) / (1 + N)").all()
+    assert "centred" in anova.loc["observer:layer", "permutation"]
+    text = download(study, "stats.txt", scheme="centred").decode()
+    assert "Scheme (human vs model): centred" in text and "natural condition was not a level" in text
+    r = study.client.get("/admin/experiments/1/export", params={"file": "stats.csv", "scheme": "nonsense"})
+    assert r.status_code == 422 and "feather2023" in r.text
+
+
+def test_stats_txt_names_scheme_levels_permutations_seed_and_formula_and_ends_with_methods(study: Study) -> None:
+    text = download(study, "stats.txt").decode()
+    head, methods = text.split("Methods (generated from this analysis; adapt freely)")
+    methods = " ".join(methods.split())  # the paragraph is wrapped at 100 columns
+    assert "Scheme (human vs model): feather2023" in head
+    assert "Permutations: 500 per test; seed: 0" in head
+    assert "levels natural, conv1, conv2, fc; 3 participants + 3 yoked model observers" in head
+    assert "p = #{F* >= F} / N, floored at 1/N" in head and "partial eta^2 = " in head
+    assert "8 started, 3 included, 5 excluded" in head
+    assert "population SD (ddof 0)" in head
+    assert "Of the 8 participants who started the experiment, 5 were excluded" in methods
+    assert "2 did not finish" in methods and "1 failed the gate" in methods and "1 was excluded by the researcher" in methods
+    assert "fewer than 1 of the 2 gate trials" in methods and "fewer than 50% of the natural stimuli" in methods
+    assert "tiny: natural, conv1, conv2, fc; n = 3 participants and 3 model observers" in methods
+    assert "500 permutations (seed 0)" in methods and "shuffled across conditions, independently for each observer" in methods
+    assert "between models" not in methods.lower() and "two-way" not in methods  # one model: no comparison
+    assert methods.endswith("Analyses were run with Metamer Lab.")
+
+
+def test_the_admin_panel_offers_the_scheme_and_the_sem_convention(study: Study) -> None:
+    page = study.client.get("/admin/experiments/1").text
+    assert 'name="scheme"' in page and 'value="feather2023"' in page and 'value="centred"' in page
+    assert 'name="sem_ddof"' in page and "population SD (ddof 0)" in page
 
 
 # ------------------------------------------------------------------------------ privacy, streaming, CLI
@@ -360,5 +439,22 @@ def test_the_cli_writes_the_same_exports(study: Study, tmp_path: Path, monkeypat
     assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
     assert (out / "accuracy_by_layer.csv").read_bytes() == download(study, "accuracy_by_layer.csv")
     assert (out / "exclusions.csv").read_bytes() == download(study, "exclusions.csv")
+    assert (out / "stats.csv").read_bytes() == download(study, "stats.csv")
     assert cli.main(["export", "no-such-study", "--out", str(out)]) == 2
+
+
+def test_the_cli_chooses_the_scheme_and_the_sem_convention(study: Study, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from app import cli
+    from app.core import commands
+
+    monkeypatch.setattr(commands, "get_settings", lambda: study.settings)
+    out = tmp_path / "centred"
+    args = ["export", "test-study", "--out", str(out), "--permutations", "500", "--scheme", "centred", "--sem-ddof", "1"]
+    assert cli.main([*args, "--only", "stats.csv", "stats.txt", "accuracy_by_layer.csv"]) == 0
+    assert (out / "stats.csv").read_bytes() == download(study, "stats.csv", scheme="centred")
+    assert (out / "accuracy_by_layer.csv").read_bytes() == download(study, "accuracy_by_layer.csv", sem_ddof=1)
+    assert "sample SD (ddof 1)" in (out / "stats.txt").read_text(encoding="utf-8")
+    with pytest.raises(SystemExit):
+        cli.main(["export", "test-study", "--out", str(out), "--scheme", "paper2019"])
+    assert "invalid choice: 'paper2019'" in capsys.readouterr().err
 
