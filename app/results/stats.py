@@ -499,9 +499,9 @@ def human_vs_model(
     return rows
 
 
-def between_models(
+def human_only(
     experiment: str,
-    models: Sequence[str],
+    label: str,
     levels: Sequence[str],
     human: np.ndarray,
     *,
@@ -509,25 +509,14 @@ def between_models(
     n_permutations: int = DEFAULT_PERMUTATIONS,
     seed: int = 0,
 ) -> list[StatsRow]:
-    """Human accuracy compared between models: ``human`` (N, L, K) for the K ``models``."""
+    """The human-only ANOVAs as stats.csv rows. ``human`` (N, L): the layer effect over one
+    model's levels (``label`` the model); (N, L, K): level x model between K models (``label`` the
+    models joined by "+"). No rows without two participants and two levels."""
+    human = np.asarray(human, dtype=float)
     if len(human) < 2 or len(levels) < 2:
         return []
-    effects = permutation_rm_anova_models(human, n_permutations=n_permutations, seed=seed)
-    return [_row(experiment, "rm_anova_models", FEATHER2023.name, "+".join(models), e, seed, levels, len(human), n_dropped) for e in effects]
-
-
-def layer_effect(
-    experiment: str,
-    model: str,
-    levels: Sequence[str],
-    human: np.ndarray,
-    *,
-    n_dropped: int = 0,
-    n_permutations: int = DEFAULT_PERMUTATIONS,
-    seed: int = 0,
-) -> list[StatsRow]:
-    """The main effect of level on human accuracy for one model's levels: ``human`` (N, L)."""
-    if len(human) < 2 or len(levels) < 2:
-        return []
-    e = permutation_rm_anova_layer(human, n_permutations=n_permutations, seed=seed)
-    return [_row(experiment, "rm_anova_layer", FEATHER2023.name, model, e, seed, levels, len(human), n_dropped)]
+    if human.ndim == 3:
+        analysis, effects = "rm_anova_models", permutation_rm_anova_models(human, n_permutations=n_permutations, seed=seed)
+    else:
+        analysis, effects = "rm_anova_layer", [permutation_rm_anova_layer(human, n_permutations=n_permutations, seed=seed)]
+    return [_row(experiment, analysis, FEATHER2023.name, label, e, seed, levels, len(human), n_dropped) for e in effects]

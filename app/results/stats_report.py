@@ -73,7 +73,7 @@ def compute_stats(result: Analysis, options: ExportOptions) -> StatsReport:
         hnames = [lv.layer for lv in hlevels]
         people, y, dropped = analysis.human_matrix(result.tally, [[lv.condition] for lv in hlevels], inc)
         if len(hlevels) >= 2 and len(people) >= 2:
-            rep.rows += stats.layer_effect(exp, m, hnames, y[:, :, 0], n_dropped=dropped, n_permutations=perms, seed=row_seed(options.seed, "rm_anova_layer", m))
+            rep.rows += stats.human_only(exp, m, hnames, y[:, :, 0], n_dropped=dropped, n_permutations=perms, seed=row_seed(options.seed, "rm_anova_layer", m))
             rep.layer_effect.append(ModelAnalysis(m, hnames, len(people), dropped))
 
     by_count: dict[int, list[str]] = {}
@@ -111,7 +111,7 @@ def _between(rep: StatsReport, result: Analysis, models: list[str], layers: dict
         rep.notes.append(f"{label}: between models not analysed: {len(people)} participant(s) with a value in every condition")
         return
     seed = row_seed(options.seed, "rm_anova_models", label)
-    rep.rows += stats.between_models(result.experiment, models, names, y, n_dropped=dropped, n_permutations=options.n_permutations, seed=seed)
+    rep.rows += stats.human_only(result.experiment, label, names, y, n_dropped=dropped, n_permutations=options.n_permutations, seed=seed)
     rep.comparisons.append(ComparisonAnalysis(models, len(names), len(people)))
 
 

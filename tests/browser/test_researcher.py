@@ -126,5 +126,13 @@ def test_researcher_sets_up_a_study_watches_a_participant_and_downloads_the_csv(
     assert all(float(r["rt_ms"]) > 0 for r in mine)
     assert {r["participant_status"] for r in mine} == {"completed"}
     assert {r["condition"] for r in mine if r["phase"] == "main"} <= {"natural", "tiny/fc"}
+
+    # The statistics scheme and the SEM convention are chosen in the same form.
+    admin.select_option('[data-field="scheme"]', "centred")
+    admin.select_option('[data-field="sem_ddof"]', "1")
+    with admin.expect_download() as dl:
+        admin.click('[data-export="stats.txt"]')
+    text = Path(dl.value.path()).read_text(encoding="utf-8")
+    assert "Scheme (human vs model): centred" in text and "sample SD (ddof 1)" in text
     admin_ctx.close()
     assert admin_guard.problems == [] and part_guard.problems == []

@@ -457,4 +457,6 @@ def test_the_cli_chooses_the_scheme_and_the_sem_convention(study: Study, tmp_pat
     with pytest.raises(SystemExit):
         cli.main(["export", "test-study", "--out", str(out), "--scheme", "paper2019"])
     assert "invalid choice: 'paper2019'" in capsys.readouterr().err
+    assert cli.main(["export", "test-study", "--out", str(out), "--permutations", "0"]) == 2
+    assert "at least 1" in capsys.readouterr().err
 

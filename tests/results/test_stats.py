@@ -23,10 +23,9 @@ from app.results.stats import (
     P_GE,
     P_GT,
     P_PLUS_ONE,
-    between_models,
     holm,
+    human_only,
     human_vs_model,
-    layer_effect,
     mixed_anova_F,
     partial_eta_squared,
     permutation_mixed_anova,
@@ -409,12 +408,12 @@ def test_human_vs_model_rows_name_their_scheme_levels_null_and_p_formula() -> No
 def test_between_models_and_layer_effect_rows() -> None:
     rng = np.random.default_rng(15)
     y = rng.random((6, 3, 2))
-    rows = between_models("exp", ["std", "robust"], ["natural", "conv", "fc"], y, n_permutations=100, seed=1)
+    rows = human_only("exp", "std+robust", ["natural", "conv", "fc"], y, n_permutations=100, seed=1)
     assert [(r.analysis, r.model, r.effect, r.df1, r.df2) for r in rows] == [
         ("rm_anova_models", "std+robust", "model", 1, 5), ("rm_anova_models", "std+robust", "layer", 2, 10), ("rm_anova_models", "std+robust", "layer:model", 2, 10),
     ]
     assert all(r.p_formula == P_GT.text and r.scheme == "feather2023" for r in rows)
-    (row,) = layer_effect("exp", "std", ["natural", "conv", "fc"], y[:, :, 0], n_permutations=100, seed=1)
+    (row,) = human_only("exp", "std", ["natural", "conv", "fc"], y[:, :, 0], n_permutations=100, seed=1)
     assert (row.analysis, row.effect, row.df1, row.df2, row.p_formula) == ("rm_anova_layer", "layer", 2, 10, P_GE.text)
     assert row.value == pytest.approx(float(rm_anova_F(y[:, :, 0])))
-    assert between_models("exp", ["a", "b"], ["x", "y"], y[:1, :2]) == []  # one participant: no test
+    assert human_only("exp", "a+b", ["x", "y"], y[:1, :2]) == []  # one participant: no test
