@@ -41,6 +41,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd
+import pingouin as pg  # the independent implementation (dev extra); a missing one fails, never skips
 import pytest
 import sqlalchemy as sa
 from PIL import Image
@@ -334,7 +335,6 @@ def test_stats_csv_runs_the_paper_analysis_with_natural_as_a_level(study: Study)
     eta = anova["value"] * anova["df1"] / (anova["value"] * anova["df1"] + anova["df2"])
     assert anova["partial_eta_sq"].values == pytest.approx(eta.values)
     # The same F, df and partial eta squared from pingouin on the accuracies in trials.csv.
-    pg = pytest.importorskip("pingouin")
     human, model = _observer_matrix(study, list(EXPECTED))
     long = pd.DataFrame(
         [{"obs": f"{g}{i}", "group": g, "level": j, "acc": v} for g, m in (("h", human), ("m", model)) for i, row in enumerate(m) for j, v in enumerate(row)]

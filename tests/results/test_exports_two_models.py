@@ -10,6 +10,7 @@ import random
 from pathlib import Path
 
 import pandas as pd
+import pingouin as pg  # the independent implementation (dev extra); a missing one fails, never skips
 import pytest
 import sqlalchemy as sa
 
@@ -46,7 +47,6 @@ def _export(study: Study, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_metamers_export_compares_two_models_on_human_accuracy(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pg = pytest.importorskip("pingouin")
     study = build_study(
         settings, tmp_path, {"conditions": CONDITIONS, "catch": {"trials": 0}},
         bank_kwargs={"extra_models": ("robust",), "layers": ("conv1", "fc")},
