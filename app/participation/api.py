@@ -17,8 +17,7 @@ from app.core.templating import markdown
 from app.experiments.context import ExperimentContext, context_by_id, context_for
 from app.participation.arrival import end_session, touch
 from app.participation.bearer import participant_token, require_participant
-from app.participation.save_async import save_async
-from app.participation.saving import SaveError, complete, save_response
+from app.participation.saving import SaveError, complete, save_async, save_response
 from app.participation.schemas import (
     ERRORS,
     CategoryOut,

@@ -1,6 +1,6 @@
-"""Two implementations of one save: threaded SQLAlchemy Core (``app.participation.saving.save_response``, used
-on SQLite) and async psycopg on the event loop (``app.participation.save_async``, used on PostgreSQL). They must
-store the same rows and give the same answers."""
+"""Two runners of one save flow: threaded SQLAlchemy Core (``app.participation.saving.save_response``,
+used on SQLite) and async psycopg on the event loop (``app.participation.saving.save_async``, used
+on PostgreSQL). They must store the same rows and give the same answers."""
 
 from __future__ import annotations
 
