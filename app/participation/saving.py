@@ -30,7 +30,7 @@ import enum
 import functools
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import psycopg
@@ -248,17 +248,15 @@ class Op(enum.Enum):
     END_ON_FAILED_GATE = "end_on_failed_gate"  # END_ON_FAILED_GATE: end the session on a failed gate
 
 
-@dataclass(frozen=True, slots=True)
-class Statement:
+class Statement(NamedTuple):
     """A step of the save: run ``op`` with ``params`` and send back its first row (None when it
-    returns no row or returns nothing)."""
+    returns no row or returns nothing). (Tuples: a save makes two or three of these.)"""
 
     op: Op
     params: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class NeedContext:
+class NeedContext(NamedTuple):
     """A step of the save: send back the :class:`ExperimentContext` of experiment
     ``experiment_id`` (its version is not cached in this process; once per version)."""
 
