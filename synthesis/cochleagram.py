@@ -1,4 +1,4 @@
-"""A differentiable cochleagram: the auditory front end of the word models (REFERENCE §3).
+"""A differentiable cochleagram: the auditory front end of the word models (docs/science.md §3).
 
 The cochleagram models the cochlea's frequency analysis so that the network downstream sees
 roughly what the auditory nerve conveys: energy per frequency band over time, on a perceptual

@@ -1,4 +1,4 @@
-"""Validity criteria for metamers (REFERENCE §2): statistics, null distributions, pass/fail.
+"""Validity criteria for metamers (docs/science.md §2): statistics, null distributions, pass/fail.
 
 A metamer counts only if
 

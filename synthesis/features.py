@@ -11,7 +11,7 @@ The forward pass is **truncated** after the deepest requested layer: the layers 
 nothing. For fx-traceable models this is a rebuilt graph that ends at the deepest layer; for other
 models, forward hooks capture the outputs and abort the pass once the deepest layer has run.
 
-The **fake ReLU** (REFERENCE §1) applies the ReLU in the forward pass and the identity in the
+The **fake ReLU** (docs/science.md §1) applies the ReLU in the forward pass and the identity in the
 backward pass at the matched layer, so units that the initial noise leaves at zero still get a
 gradient. It applies where the layer's output is a ReLU's output (a ReLU module or function, or a
 block whose last operation is one); :attr:`LayerInfo.relu` says where. It is switched on per batch

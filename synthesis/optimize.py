@@ -5,9 +5,9 @@ are solved together in one batch, yet each is an **independent** problem with it
 own gradient normalization (or Adam state), its own step-size schedule, its own best iterate and
 its own stopping. A finished problem leaves the batch, and when the deepest layer still being
 matched gets shallower, the forward pass is truncated earlier. On a CPU that is where the speed
-comes from (REFERENCE §8): few problems need the full step budget, and shallow layers cost little.
+comes from (docs/science.md §8): few problems need the full step budget, and shallow layers cost little.
 
-Presets (REFERENCE §1):
+Presets (docs/science.md §1):
 
 ``paper``
     Loss ‖A(x) − A₀‖₂ / ‖A₀‖₂. Each step moves x by ``lr`` along its gradient normalized to unit

@@ -1,7 +1,7 @@
 """Speech from eSpeak NG, the project's own source of spoken words (no recordings, no downloads).
 
 The ``espeakng-loader`` wheel ships ``libespeak-ng.so`` and its voice data but no command-line
-program, so the library is driven through ctypes (REFERENCE §8): ``espeak_Initialize`` in
+program, so the library is driven through ctypes (docs/science.md §8): ``espeak_Initialize`` in
 synchronous mode, a synth callback that collects the 16-bit samples, ``espeak_SetVoiceByName``,
 ``espeak_SetParameter`` for rate, pitch and pitch range, then ``espeak_Synth``.
 
@@ -48,7 +48,7 @@ _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
 _RATE, _PITCH, _RANGE = 1, 3, 4  # espeak_PARAMETER values
 
-# English accents whose names espeak_SetVoiceByName accepts (``en-gb`` does not, see REFERENCE §8).
+# English accents whose names espeak_SetVoiceByName accepts (``en-gb`` does not, see docs/science.md §8).
 ENGLISH_ACCENTS = (
     "en",  # British (default)
     "en-us",

@@ -1,6 +1,6 @@
 """Trial planning: which stimulus each participant sees, in which order. Pure functions, no DB.
 
-The design follows Feather et al. (REFERENCE §4) and improves its balancing:
+The design follows Feather et al. (docs/science.md §4) and improves its balancing:
 
 * every participant sees each of their sources exactly once, each source in one condition;
 * within a participant the conditions are balanced (each gets floor or ceil of n / C trials);
@@ -208,5 +208,5 @@ def cell_counts(plans: Sequence[Sequence[PlannedTrial]]) -> Counter[tuple[str, s
 
 
 def max_per_condition(n_sources: int, n_conditions: int) -> int:
-    """The ceil rule of REFERENCE §4: no condition gets more than ceil(n / C) trials."""
+    """The ceil rule (docs/science.md §4): no condition gets more than ceil(n / C) trials."""
     return math.ceil(n_sources / n_conditions)

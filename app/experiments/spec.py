@@ -35,7 +35,7 @@ class Timing(_Strict):
 
 
 class PracticeSpec(_Strict):
-    """Practice trials come first and show feedback; they use slower timing (REFERENCE §4)."""
+    """Practice trials come first and show feedback; they use slower timing (docs/science.md §4)."""
 
     trials: Annotated[int, Field(ge=0, le=200)] = 16
     feedback: bool = True
@@ -82,7 +82,7 @@ class ResponseSpec(_Strict):
 
 
 class HeadphoneSpec(_Strict):
-    """Headphone screening (REFERENCE §5). Defaults follow the published procedures."""
+    """Headphone screening (docs/science.md §5). Defaults follow the published procedures."""
 
     check: Literal["none", "antiphase", "huggins", "both"] = "none"
     antiphase_trials: Annotated[int, Field(ge=1, le=12)] = 6

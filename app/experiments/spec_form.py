@@ -54,7 +54,7 @@ HELP: dict[str, str] = {
     "timing.fixation_ms": "Milliseconds, locked to display frames.",
     "image_px": "On-screen size of image stimuli in CSS pixels.",
     "response.columns": "Empty: automatic.",
-    "headphone.check": "Headphone screening for audio experiments (REFERENCE §5).",
+    "headphone.check": "Headphone screening for audio experiments (docs/science.md §5).",
     "platform": "Where participants come from; decides the study URL parameters and the completion redirect.",
     "max_participants": "Empty: no cap. Caps the balancing slots.",
     "abandon_after_minutes": "Silent participants are marked abandoned after this long and free their slot.",

@@ -1,4 +1,4 @@
-"""Recruitment platforms (REFERENCE §6): reading Prolific/MTurk entry parameters, and where a
+"""Recruitment platforms (docs/science.md §6): reading Prolific/MTurk entry parameters, and where a
 participant goes when they finish. Pure functions."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Accuracy by condition, as in Feather et al. (2023). Pure functions: no web, no DB.
+"""Accuracy by condition, as in Feather et al. (2023; docs/science.md §7). Pure functions: no web, no DB.
 
 The unit of analysis is the *participant*: each participant's proportion correct per condition is
 computed first, and the table reports the mean of those proportions across participants, the SEM

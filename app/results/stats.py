@@ -1,4 +1,4 @@
-"""The statistics of Feather et al. (2019, 2023), as plain numpy functions (no web, no DB).
+"""The statistics of Feather et al. (2019, 2023; docs/science.md §7), as plain numpy functions (no web, no DB).
 
 Three analyses, each an ANOVA whose F statistics are the classical ones and whose p-values come
 from permutations (proportions correct near 0 or 1 are far from normal, so the F distribution is
@@ -30,7 +30,7 @@ eta squared, SS_effect / (SS_effect + SS_error) = F·df1 / (F·df1 + df2).
 A *scheme* (:data:`SCHEMES`) says which levels the human-vs-model ANOVA uses, how each of its
 nulls is made and which p formula applies. ``feather2023`` (the default) is the paper's;
 ``centred`` is Metamer Lab's earlier analysis, kept for comparison. The human-only analyses are
-always the paper's. docs/admin-and-exports.md and docs/science.md describe them in words.
+always the paper's. docs/admin-and-exports.md and docs/science.md §7 describe them in words.
 """
 
 from __future__ import annotations

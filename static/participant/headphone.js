@@ -1,4 +1,4 @@
-// Headphone screening (REFERENCE §5): instructions → calibration noise → check trials.
+// Headphone screening (docs/science.md §5): instructions → calibration noise → check trials.
 //
 // The server decides everything (app/participation/headphone/screening.py): which part of the
 // check is due, whether an answer is accepted, pass or fail. This page only plays sounds and records answers. Every answer

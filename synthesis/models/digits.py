@@ -1,7 +1,7 @@
 """The demo image model: a small CNN that reads 32×32 grey digits (dark ink on a light background).
 
 It downsamples early (stride-2 convolutions) because on a CPU the cost of synthesis is dominated by
-the full-resolution layers (REFERENCE §8). Input values are pixels in [0, 1]; the normalization to
+the full-resolution layers (docs/science.md §8). Input values are pixels in [0, 1]; the normalization to
 [-1, 1] is the model's first layer, so metamers are optimized directly in pixel space.
 
 Layers used for the demo bank, shallow to final: ``relu1`` (16×16×16), ``relu2`` (32×8×8),

@@ -66,7 +66,7 @@ class Normalized(nn.Module):
 class CategoryMap:
     """Maps class scores to experiment categories: the highest-ranked class that belongs to a category.
 
-    This is the paper's 16-way decision for ImageNet models (REFERENCE §2): ``mapping`` gives, for
+    This is the paper's 16-way decision for ImageNet models (docs/science.md §2): ``mapping`` gives, for
     each category id, the class indices that count as it; classes outside every category are ignored.
     """
 

@@ -29,7 +29,7 @@ from synthesis.speech import SAMPLE_RATE as SPEECH_RATE
 # The vocabulary and clip format are the task's (the model's classes and input).
 from synthesis.word_task import SAMPLE_RATE, SAMPLES, WORDS
 
-# Variants left out altogether: unclear (whisper, travis, Annie; REFERENCE §8) or a name with a space.
+# Variants left out altogether: unclear (whisper, travis, Annie; docs/science.md §8) or a name with a space.
 EXCLUDED_VARIANTS = ("Annie", "Mr serious", "travis", "whisper", "whisperf")
 # Never heard in training. Chosen by hand to span male, female, child-like, robotic and breathy.
 HELDOUT_VARIANTS = (

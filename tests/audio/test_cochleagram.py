@@ -1,4 +1,4 @@
-"""The cochleagram front end (REFERENCE §3) against properties that fail when it is wrong."""
+"""The cochleagram front end (docs/science.md §3) against properties that fail when it is wrong."""
 
 from __future__ import annotations
 

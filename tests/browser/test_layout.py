@@ -18,7 +18,7 @@ from tests.browser.harness import (
     wait_trial,
 )
 
-# The paper's 16 image categories (REFERENCE §4), answered through a grid of icon buttons.
+# The paper's 16 image categories (docs/science.md §4), answered through a grid of icon buttons.
 PAPER16 = ["airplane", "bear", "bicycle", "bird", "boat", "bottle", "car", "cat", "chair", "clock", "dog", "elephant", "keyboard", "knife", "oven", "truck"]
 SLOW = {"fixation_ms": 800, "stimulus_ms": 800, "mask_ms": 800}  # long enough to photograph each phase
 FAST = {"fixation_ms": 50, "stimulus_ms": 50, "mask_ms": 50}

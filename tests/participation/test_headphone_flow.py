@@ -1,4 +1,4 @@
-"""HTTP-level tests of the headphone check in the participant flow (issue 5, REFERENCE §5).
+"""HTTP-level tests of the headphone check in the participant flow (issue 5, docs/science.md §5).
 
 Participants are driven through the same JSON API the runner uses. The "truth" (which position is
 correct, which one a loudspeaker listener picks) is read from the server's own plan, as a

@@ -1,4 +1,4 @@
-"""Measurements of the generated headphone-check stimuli (REFERENCE §5), on the WAV files themselves.
+"""Measurements of the generated headphone-check stimuli (docs/science.md §5), on the WAV files themselves.
 
 Every test decodes the 16-bit file a participant would download and measures it: frequency,
 level, interaural correlation, cross-spectrum phase, silence. Positions are found by measuring,

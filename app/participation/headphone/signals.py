@@ -1,4 +1,4 @@
-"""Headphone-check stimuli (REFERENCE §5): generated with numpy from fixed seeds, never downloaded.
+"""Headphone-check stimuli (docs/science.md §5): generated with numpy from fixed seeds, never downloaded.
 
 Two published checks, both three-alternative tasks whose answer is an interval position 1..3:
 
