@@ -303,28 +303,6 @@ def save_steps(token: str, data: ResponseIn) -> Generator[Step, Any, SaveResult]
     return first_answer_result(row, ctx, values["correct"])
 
 
-class SaveFlow:
-    """:func:`save_steps` for a runner, one step at a time: ``step`` is the next thing to do, and
-    None once the save is done, when ``result`` holds the answer. (A runner never sees the
-    generator's StopIteration, which must not cross its connection's context manager.)"""
-
-    def __init__(self, token: str, data: ResponseIn) -> None:
-        self._steps = save_steps(token, data)
-        self.result: SaveResult | None = None
-        self.step: Step | None = None
-        self.send(None)  # up to the first statement: an invalid token fails here, before any I/O
-
-    def send(self, value: Any) -> None:
-        try:
-            self.step = self._steps.send(value)
-        except StopIteration as done:
-            self.step, self.result = None, done.value
-
-    def answer(self) -> SaveResult:
-        assert self.step is None and self.result is not None, "the save has steps left"
-        return self.result
-
-
 # --------------------------------------------------------------------- threaded runner
 
 # Every statement but the INSERT, which is built per dialect (:func:`_insert_response`).
@@ -340,17 +318,21 @@ def _run_core(conn: Connection, step: Statement) -> Any:
 def save_response(db: SaveDb, token: str, data: ResponseIn) -> SaveResult:
     """:func:`save_steps` run in this thread with SQLAlchemy Core, on one connection of ``db``
     (SQLite: one ``BEGIN IMMEDIATE`` transaction). Raises SaveError."""
-    flow = SaveFlow(token, data)
+    steps = save_steps(token, data)
+    step = next(steps)  # an invalid token fails here, before any I/O
     with db.unit() as conn:
-        while (step := flow.step) is not None:
+        while True:
             if isinstance(step, NeedContext):
                 # A session on this connection: a second connection would wait on SQLite's write
                 # lock, which this one holds.
                 with Session(bind=conn) as session:
-                    flow.send(context_by_id(session, step.experiment_id))
+                    value: Any = context_by_id(session, step.experiment_id)
             else:
-                flow.send(_run_core(conn, step))
-    return flow.answer()
+                value = _run_core(conn, step)
+            try:
+                step = steps.send(value)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
 
 # ------------------------------------------------------------------------- async runner
@@ -368,7 +350,7 @@ class _PgStatement:
         self.text = str(compiled)
         self.required = {name for name, bind in compiled.binds.items() if bind.required}
         self.literals = {k: v for k, v in compiled.params.items() if k not in self.required}
-        self.utc = tuple(c.name for c in stmt.exported_columns if isinstance(c.type, UTCDateTime))
+        self.utc = tuple(i for i, c in enumerate(stmt.exported_columns) if isinstance(c.type, UTCDateTime))
 
     def params(self, values: dict[str, Any]) -> dict[str, Any]:
         assert values.keys() == self.required, (sorted(values), sorted(self.required))
@@ -376,7 +358,12 @@ class _PgStatement:
 
     def row(self, row: Any) -> Any:
         """As UTCDateTime reads it, so that cache keys and comparisons match the ORM's values."""
-        return row._replace(**{name: as_utc(getattr(row, name)) for name in self.utc}) if self.utc else row
+        if not self.utc:
+            return row
+        values = list(row)
+        for i in self.utc:
+            values[i] = as_utc(values[i])
+        return row._make(values)
 
 
 class _PgInsert:
@@ -423,17 +410,21 @@ async def save_async(pool: AsyncPool, sessions: sessionmaker[Session], token: st
     A connection that breaks (PostgreSQL restarted) fails its request with 503, which clients
     retry, and the pool replaces it; whether the INSERT landed or not, the retry is answered
     correctly (201 or an identical-retry 200)."""
-    flow = SaveFlow(token, data)
+    steps = save_steps(token, data)
+    step = next(steps)  # an invalid token fails here, before any I/O
     try:
         async with pool.pool.connection() as conn:
-            while (step := flow.step) is not None:
+            while True:
                 if isinstance(step, NeedContext):
-                    flow.send(await anyio.to_thread.run_sync(_load_context, sessions, step.experiment_id))
+                    value: Any = await anyio.to_thread.run_sync(_load_context, sessions, step.experiment_id)
                 else:
-                    flow.send(await _run_pg(conn, step))
+                    value = await _run_pg(conn, step)
+                try:
+                    step = steps.send(value)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
     except psycopg.OperationalError as exc:
         raise SaveError(503, DATABASE_UNAVAILABLE) from exc
-    return flow.answer()
 
 
 # ---------------------------------------------------------------------------- completion
