@@ -277,8 +277,7 @@ def _write_null(p: Prepared, w: BankWriter, device: torch.device, log: Callable[
             continue
         m = p.models[spec.name]
         if plan.null.source == "model":
-            assert m.natural_sampler is not None
-            x = m.natural_sampler(plan.null.signals, seed)
+            x = m.sample_naturals(plan.null.signals, seed)
             # Quantize like every other signal, so the null compares what a bank could hold.
             x = torch.stack([encode(xi, plan.modality, m.input.sample_rate)[1] for xi in x])
         elif plan.null.source == "sources":

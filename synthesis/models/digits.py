@@ -52,14 +52,6 @@ class DigitNet(nn.Module):
         return self.final(self.dropout(x))
 
 
-def natural_digits(n: int, seed: int) -> torch.Tensor:
-    """``n`` digits rendered from the *training* fonts with training augmentation: the null's signals."""
-    from synthesis.train.digit_images import TRAIN_FONTS, render_batch
-
-    images, _ = render_batch(n, TRAIN_FONTS, seed=seed, augment=True)
-    return torch.from_numpy(images).unsqueeze(1)
-
-
 @register_model("digits")
 def load_digits(checkpoint: str | Path | None = None) -> LoadedModel:
     """The committed demo digit model (``demo/models/digits.pt`` unless ``checkpoint`` says otherwise)."""
@@ -73,5 +65,5 @@ def load_digits(checkpoint: str | Path | None = None) -> LoadedModel:
         classes=list(DIGIT_CLASSES),
         checkpoint_sha256=checkpoint_sha256(path),
         description="demo digit CNN (32×32 grey), trained by python -m synthesis.train.digits",
-        natural_sampler=natural_digits,
+        natural_sampler="synthesis.train.digit_images:natural_digits",  # by name: no training-data code imported here
     )

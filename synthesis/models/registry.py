@@ -118,7 +118,10 @@ class LoadedModel:
 
     ``module(x)`` takes ``[B, *input_shape]`` (images ``[B, C, H, W]``, waveforms ``[B, T]``) and
     returns class scores ``[B, len(classes)]`` (or anything :attr:`logits` turns into them).
-    ``natural_sampler(n, seed)`` draws natural signals from the training distribution for the null.
+    ``natural_sampler`` draws ``n`` natural signals from the training distribution for the null
+    (:meth:`sample_naturals`): a function ``(n, seed) -> [n, *input_shape]`` (tensor or array), or
+    its ``"package.module:function"`` name, so that a model module need not import the code that
+    makes its training data.
     """
 
     name: str
@@ -129,7 +132,7 @@ class LoadedModel:
     predict: Callable[[torch.Tensor], list[str]] | None = None
     description: str = ""
     front_end: dict[str, Any] | None = None
-    natural_sampler: Callable[[int, int], torch.Tensor] | None = None
+    natural_sampler: Callable[[int, int], Any] | str | None = None
     logits: Callable[[Any], torch.Tensor] = field(default=lambda out: out)
     # Layer names may be given without this prefix (``layer1`` for ``net.layer1``).
     layer_prefix: str = ""
@@ -137,6 +140,16 @@ class LoadedModel:
     def __post_init__(self) -> None:
         if self.predict is None:
             self.predict = argmax_predict(self.classes)
+
+    def sample_naturals(self, n: int, seed: int) -> torch.Tensor:
+        """``n`` natural signals ``[n, *input_shape]`` from :attr:`natural_sampler` (seeded)."""
+        sampler = self.natural_sampler
+        if sampler is None:
+            raise ModelError(f"model {self.name} has no sampler of its training distribution")
+        if isinstance(sampler, str):
+            module, _, attr = sampler.partition(":")
+            sampler = getattr(importlib.import_module(module), attr)
+        return torch.as_tensor(sampler(n, seed))
 
     @property
     def input_shape(self) -> tuple[int, ...]:

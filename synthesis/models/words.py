@@ -71,14 +71,6 @@ class WordNet(nn.Module):
         return self.body(self.cochleagram(wave))
 
 
-def natural_words(n: int, seed: int) -> torch.Tensor:
-    """``n`` clips from the *training* voices with training augmentation: the null's signals."""
-    from synthesis.train.word_clips import training_clips
-
-    clips, _ = training_clips(n, seed=seed)
-    return torch.from_numpy(clips)
-
-
 @register_model("words")
 def load_words(checkpoint: str | Path | None = None) -> LoadedModel:
     """The committed demo word model (``demo/models/words.pt`` unless ``checkpoint`` says otherwise)."""
@@ -93,5 +85,5 @@ def load_words(checkpoint: str | Path | None = None) -> LoadedModel:
         checkpoint_sha256=checkpoint_sha256(path),
         description="demo word CNN on a cochleagram (1 s at 16 kHz, RMS 0.1), trained by python -m synthesis.train.words",
         front_end=FRONT_END.to_dict(),
-        natural_sampler=natural_words,
+        natural_sampler="synthesis.train.word_clips:natural_words",  # by name: no training-data code imported here
     )

@@ -148,6 +148,13 @@ def render_batch(n: int, fonts: Sequence[Font], *, seed: int, augment: bool = Tr
     return images, labels.astype(np.int64)
 
 
+def natural_digits(n: int, seed: int) -> np.ndarray:
+    """The digit model's null signals (``natural_sampler``): ``n`` digits rendered from the
+    *training* fonts with training augmentation, ``[n, 1, 32, 32]``."""
+    images, _ = render_batch(n, TRAIN_FONTS, seed=seed, augment=True)
+    return images[:, None]
+
+
 # ----------------------------------------------------------------------------------------------
 # Factories for the demo bank's plan (demo/plans/digits.yaml). Each returns plain arrays; the plan
 # runner writes them as PNGs and works on the decoded (quantized) pixels from then on.

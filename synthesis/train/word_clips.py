@@ -169,6 +169,13 @@ def training_clips(n: int, *, seed: int, workers: int = 2) -> tuple[np.ndarray, 
     return render(specs, babble, spoken=spoken), np.array([s.label for s in specs], dtype=np.int64)
 
 
+
+def natural_words(n: int, seed: int) -> np.ndarray:
+    """The word model's null signals (``natural_sampler``): ``n`` augmented clips from the
+    *training* voices, ``[n, 16000]``."""
+    clips, _ = training_clips(n, seed=seed)
+    return clips
+
 # ----------------------------------------------------------------------------------------------
 # Factories for the demo bank's plan (demo/plans/words.yaml): (id, category id, waveform) triples.
 # The plan runner writes them as 16-bit WAVs and works on the decoded samples from then on.
